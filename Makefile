@@ -1,0 +1,34 @@
+# Two commands: `make demo` runs the main job end to end on small data, `make test` runs the
+# checks. Each creates .venv and installs what it needs (torch's CPU pin first).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check amodalkit tests benchmarks
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check amodalkit tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/amodalkit gen-chewing-gum demo/data --preset savos2022 --train 0 --val 0 --test 200 --seed 0 --jobs 2
+	$(BIN)/amodalkit info demo/data/test-00000.h5
+	$(BIN)/amodalkit evaluate --method convex --data 'demo/data/test-*.h5' --json demo/convex.json
+	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --out demo/convex.png
+	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --out demo/convex.gif
+	@echo "demo done: see demo/convex.json, demo/convex.png and demo/convex.gif"
+
+clean:
+	rm -rf demo .pytest_cache

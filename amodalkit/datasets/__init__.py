@@ -1,0 +1,1 @@
+"""Dataset generators and readers that write or read amodalkit shards."""

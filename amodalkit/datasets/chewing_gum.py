@@ -1,0 +1,357 @@
+"""Chewing Gum: synthetic videos of random polygons occluding each other (SaVos §4).
+
+Two presets:
+
+* ``savos2022`` reproduces the release geometry of the paper's official generator: a
+  50x56 (H x W) canvas, 2 objects of 7-11 vertices picked from the 44 pixels of a radius-8
+  circle, one object static at the centre and one travelling a square path at 2 px/frame,
+  40 frames, a random depth order, and the 9x9 square of one random colour painted over a
+  random quadrant of the bottom object's 16x16 box. That square is *texture* of the bottom
+  object (it moves with it), not an occluder: visible masks are amodal masks minus the
+  objects drawn above (SPEC section 11).
+* ``default``: richer videos: 2-4 objects of 7-12 nodes on circles of radius 8-14, every
+  object moving at an integer velocity and bouncing off the canvas edges, 64x96 canvas,
+  24 frames.
+
+Both guarantee that every pixel of every object is visible in at least one frame of its
+video (a sampled video that breaks it is redrawn from the same per-video random stream).
+The exact forward and backward flow of the drawn motion is stored with every video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from amodalkit.atomic import remove_stale_temps, write_json
+from amodalkit.errors import AmodalkitError
+from amodalkit.masks import circle_polygon, never_visible_pixels, rasterize_polygon
+from amodalkit.shards import ShardReader, Video, write_shard
+
+SPLITS = ("train", "val", "test")
+SPLIT_KEYS = {name: i for i, name in enumerate(SPLITS)}
+MAX_ATTEMPTS = 1000
+
+
+@dataclass(frozen=True)
+class ChewingGumConfig:
+    """Everything that determines the generated videos (besides the seed)."""
+
+    preset: str = "default"
+    frames: int = 24
+    min_objects: int = 2
+    max_objects: int = 4
+    height: int = 64
+    width: int = 96
+    min_radius: int = 8
+    max_radius: int = 14
+    min_nodes: int = 7
+    max_nodes: int = 12
+    max_speed: int = 2
+    texture_square: bool = False
+
+    def validate(self) -> None:
+        """Raise AmodalkitError on values the generator cannot honour."""
+        if self.preset not in PRESETS:
+            raise AmodalkitError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        checks = [
+            (self.frames >= 2, "--frames must be at least 2"),
+            (1 <= self.min_objects <= self.max_objects, "--objects must be at least 1"),
+            (self.max_objects <= 255, "--objects must be at most 255"),
+            (3 <= self.min_nodes <= self.max_nodes, "polygons need at least 3 nodes"),
+            (1 <= self.min_radius <= self.max_radius, "radius must be positive"),
+            (self.height >= 2 * self.max_radius + 3 and self.width >= 2 * self.max_radius + 3,
+             f"--height/--width must be at least {2 * self.max_radius + 3} for radius {self.max_radius}"),
+        ]
+        if self.preset == "savos2022":
+            checks.append(((self.min_objects, self.max_objects) == (2, 2),
+                           "preset savos2022 has exactly 2 objects"))
+            checks.append((self.height >= 50 and self.width >= 56,
+                           "preset savos2022 needs a canvas of at least 50x56"))
+        for ok, msg in checks:
+            if not ok:
+                raise AmodalkitError(msg)
+
+
+PRESETS: dict[str, ChewingGumConfig] = {
+    "default": ChewingGumConfig(),
+    "savos2022": ChewingGumConfig(
+        preset="savos2022", frames=40, min_objects=2, max_objects=2, height=50, width=56,
+        min_radius=8, max_radius=8, min_nodes=7, max_nodes=11, max_speed=2, texture_square=True,
+    ),
+}
+PRESET_SPLITS = {"default": (1000, 100, 200), "savos2022": (10000, 500, 1000)}
+
+
+def make_config(preset: str = "default", **overrides: int | None) -> ChewingGumConfig:
+    """A preset with CLI overrides applied (None means keep the preset's value)."""
+    if preset not in PRESETS:
+        raise AmodalkitError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[preset]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "objects" in changes:
+        n = changes.pop("objects")
+        changes["min_objects"] = changes["max_objects"] = n
+    cfg = replace(cfg, **changes)
+    cfg.validate()
+    return cfg
+
+
+def _circle_pixels(radius: int) -> np.ndarray:
+    """The pixels cv2 draws for a circle of `radius` around (0, 0), ordered by angle: (N, 2) xy.
+
+    For radius 8 these are the 44 vertex candidates of the official generator.
+    """
+    size = 2 * radius + 1
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.circle(canvas, (radius, radius), radius, 1, 1)
+    ys, xs = np.nonzero(canvas)
+    pts = np.stack([xs - radius, ys - radius], axis=1)
+    order = np.argsort(np.arctan2(pts[:, 1], pts[:, 0]), kind="stable")
+    return pts[order]
+
+
+def _square_path(start: tuple[int, int], n: int, centre: tuple[int, int], half: int, step: int) -> np.ndarray:
+    """Positions of the official generator's mover: a square of side 2*half around `centre`."""
+    cx, cy = centre
+    pos = np.array(start, np.int64)
+    d = np.array([-step, 0], np.int64)
+    out = np.zeros((n, 2), np.int64)
+    for t in range(n):
+        out[t] = pos
+        if not cx - half <= pos[0] + d[0] <= cx + half:
+            d = np.array([0, step if cy > pos[1] else -step])
+        if not cy - half <= pos[1] + d[1] <= cy + half:
+            d = np.array([step if cx > pos[0] else -step, 0])
+        pos = pos + d
+    return out
+
+
+def _bounce_path(rng: np.random.Generator, n: int, radius: int, start: np.ndarray,
+                 size: tuple[int, int], max_speed: int) -> np.ndarray:
+    """Integer positions moving at a constant non-zero velocity, reflected at the canvas edges."""
+    h, w = size
+    while True:
+        vel = rng.integers(-max_speed, max_speed + 1, size=2)
+        if vel.any():
+            break
+    lo = np.array([radius, radius])
+    hi = np.array([w - 1 - radius, h - 1 - radius])
+    pos = start.astype(np.int64).copy()
+    out = np.zeros((n, 2), np.int64)
+    for t in range(n):
+        out[t] = pos
+        nxt = pos + vel
+        flip = (nxt < lo) | (nxt > hi)
+        vel = np.where(flip, -vel, vel)
+        pos = np.clip(pos + vel, lo, hi)
+    return out
+
+
+def _paste(template: np.ndarray, centre: np.ndarray, radius: int, size: tuple[int, int]) -> np.ndarray:
+    """Place a (2r+1, 2r+1) template with its centre at (x, y) on an (H, W) canvas, clipped."""
+    h, w = size
+    out = np.zeros(size, bool)
+    x0, y0 = int(centre[0]) - radius, int(centre[1]) - radius
+    ys, xs = max(0, -y0), max(0, -x0)
+    ye, xe = min(template.shape[0], h - y0), min(template.shape[1], w - x0)
+    if ye > ys and xe > xs:
+        out[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = template[ys:ye, xs:xe]
+    return out
+
+
+@dataclass
+class _Scene:
+    templates: list[np.ndarray]
+    radii: list[int]
+    paths: np.ndarray  # (K, T, 2) object centres (x, y)
+    colours: np.ndarray  # (K, 3)
+    background: np.ndarray  # (3,)
+    order: np.ndarray  # depth order, bottom first
+    texture: tuple[np.ndarray, np.ndarray] | None  # (offset xy from bottom centre, colour)
+
+
+def _sample_savos2022(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
+    pool = _circle_pixels(8)
+    shift = rng.integers(0, 2, size=2) * 8
+    background = rng.integers(0, 128, size=3)
+    texture_colour = rng.integers(0, 256, size=3)
+    templates, colours = [], []
+    for _ in range(2):
+        n = int(rng.integers(cfg.min_nodes, cfg.max_nodes + 1))
+        idx = np.sort(rng.choice(len(pool), size=n, replace=False))
+        templates.append(rasterize_polygon(pool[idx] + 8, (17, 17)))
+        colours.append(rng.integers(0, 256, size=3))
+    order = rng.permutation(2)
+    cx, cy = cfg.width // 2, cfg.height // 2
+    start = (int(rng.choice([cx - 8, cx + 8])), int(rng.choice([cy - 8, cy + 8])))
+    static = np.tile(np.array([cx, cy]), (cfg.frames, 1))
+    mover = _square_path(start, cfg.frames, (cx, cy), 8, cfg.max_speed)
+    return _Scene(templates, [8, 8], np.stack([static, mover]), np.array(colours), background, order,
+                  (shift - 8, texture_colour))
+
+
+def _sample_default(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
+    k = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    size = (cfg.height, cfg.width)
+    background = rng.integers(0, 128, size=3)
+    templates, radii, colours, paths = [], [], [], []
+    centre = np.array([cfg.width // 2, cfg.height // 2])
+    for _ in range(k):
+        r = int(rng.integers(cfg.min_radius, cfg.max_radius + 1))
+        n = int(rng.integers(cfg.min_nodes, cfg.max_nodes + 1))
+        verts = np.rint(circle_polygon(rng, n, r)).astype(np.int64) + r
+        templates.append(rasterize_polygon(verts, (2 * r + 1, 2 * r + 1)))
+        radii.append(r)
+        colours.append(rng.integers(0, 256, size=3))
+        spread = np.array([min(2 * r, cfg.width // 2 - r - 1), min(2 * r, cfg.height // 2 - r - 1)])
+        start = centre + rng.integers(-spread, spread + 1)
+        paths.append(_bounce_path(rng, cfg.frames, r, start, size, cfg.max_speed))
+    return _Scene(templates, radii, np.stack(paths), np.array(colours), background, rng.permutation(k), None)
+
+
+def _render(scene: _Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, ...]:
+    """Draw a scene: frames, visible ids, amodal masks, forward and backward exact flow."""
+    size = (cfg.height, cfg.width)
+    k, t = scene.paths.shape[:2]
+    amodal = np.zeros((k, t, *size), bool)
+    for i in range(k):
+        for f in range(t):
+            amodal[i, f] = _paste(scene.templates[i], scene.paths[i, f], scene.radii[i], size)
+    frames = np.empty((t, *size, 3), np.uint8)
+    frames[:] = scene.background.astype(np.uint8)
+    visible_ids = np.zeros((t, *size), np.uint16)
+    owner = np.full((t, *size), -1, np.int64)  # which object's motion each pixel shows
+    for depth, i in enumerate(scene.order):
+        frames[amodal[i]] = scene.colours[i].astype(np.uint8)
+        visible_ids[amodal[i]] = i + 1
+        owner[amodal[i]] = i
+        if depth == 0 and scene.texture is not None:
+            offset, colour = scene.texture
+            for f in range(t):
+                x0, y0 = scene.paths[i, f] + offset
+                ys, xs = slice(max(y0, 0), max(y0 + 9, 0)), slice(max(x0, 0), max(x0 + 9, 0))
+                frames[f, ys, xs] = colour.astype(np.uint8)
+                owner[f, ys, xs] = i
+    # motion[k, t] moves object k from frame t to t+1; the extra zero row at index -1 is
+    # the background's motion, picked by owner == -1.
+    motion = np.concatenate([np.diff(scene.paths, axis=1), np.zeros((1, t - 1, 2), np.int64)], axis=0)
+    fwd = motion[owner[:-1], np.arange(t - 1)[:, None, None]].astype(np.float16)
+    bwd = (-motion[owner[1:], np.arange(t - 1)[:, None, None]]).astype(np.float16)
+    return frames, visible_ids, amodal, fwd, bwd
+
+
+def generate_video(cfg: ChewingGumConfig, seed: np.random.SeedSequence, name: str = "00000") -> Video:
+    """Draw one video from its own random stream, redrawing until every pixel is seen once."""
+    rng = np.random.default_rng(seed)
+    sample = _sample_savos2022 if cfg.preset == "savos2022" else _sample_default
+    attempt = 0
+    while True:
+        attempt += 1
+        scene = sample(rng, cfg)
+        frames, visible_ids, amodal, fwd, bwd = _render(scene, cfg)
+        k = amodal.shape[0]
+        visible = visible_ids[None] == np.arange(1, k + 1, dtype=np.uint16)[:, None, None, None]
+        if all(never_visible_pixels(amodal[i], visible[i])[0] == 0 for i in range(k)):
+            break
+        if attempt >= MAX_ATTEMPTS:
+            raise AmodalkitError(f"could not draw a video whose objects are all fully seen in "
+                                 f"{MAX_ATTEMPTS} attempts; use fewer objects or a larger canvas")
+    t = cfg.frames
+    return Video(
+        name=name,
+        frames=frames,
+        visible_ids=visible_ids,
+        amodal=amodal,
+        amodal_annotated=np.ones((k, t), bool),
+        presence=np.ones((k, t), bool),
+        track_ids=np.arange(1, k + 1, dtype=np.int64),
+        source_frame_ids=np.array([f"{name}/{f:05d}" for f in range(t)], dtype=object),
+        flow=fwd,
+        flow_backward=bwd,
+        provenance={
+            "generator": "chewing_gum",
+            "entropy": int(seed.entropy),
+            "spawn_key": list(seed.spawn_key),
+            "attempts": attempt,
+            "depth_order": [int(i) for i in scene.order],
+        },
+        flow_backend="exact",
+    )
+
+
+def video_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
+    """The random stream of one video: depends on (seed, split, index) only, not on --jobs."""
+    return np.random.SeedSequence(entropy=seed, spawn_key=(SPLIT_KEYS[split], index))
+
+
+def shard_path(out_dir: Path, split: str, index: int) -> Path:
+    """Where shard `index` of `split` lives."""
+    return out_dir / f"{split}-{index:05d}.h5"
+
+
+def write_chewing_gum_shard(path: Path, cfg: ChewingGumConfig, seed: int, split: str,
+                            start: int, stop: int) -> Path:
+    """Generate videos [start, stop) of a split into one shard (atomic)."""
+    videos = (generate_video(cfg, video_seed(seed, split, i), f"{i:06d}") for i in range(start, stop))
+    provenance = {"generator": "chewing_gum", "config": asdict(cfg), "seed": seed, "split": split,
+                  "videos": [start, stop]}
+    return write_shard(path, videos, provenance)
+
+
+def _shard_is_complete(path: Path, expected: int) -> bool:
+    if not path.exists():
+        return False
+    with contextlib.suppress(AmodalkitError):
+        with ShardReader(path) as r:
+            return len(r) == expected
+    return False
+
+
+def generate_dataset(out_dir: str | Path, cfg: ChewingGumConfig, splits: dict[str, int], seed: int = 0,
+                     videos_per_shard: int = 100, jobs: int = 1, quiet: bool = False) -> list[Path]:
+    """Write all shards of all splits to `out_dir`, skipping complete ones; return their paths."""
+    if videos_per_shard < 1:
+        raise AmodalkitError("--videos-per-shard must be at least 1")
+    if any(n < 0 for n in splits.values()):
+        raise AmodalkitError("split sizes must not be negative")
+    cfg.validate()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AmodalkitError("output path exists and is not a folder", out_dir)
+    record = {"generator": "chewing_gum", "config": asdict(cfg), "seed": seed, "splits": dict(splits),
+              "videos_per_shard": videos_per_shard}
+    record_path = out_dir / "chewing_gum.json"
+    if record_path.exists():
+        try:
+            previous = json.loads(record_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise AmodalkitError(f"unreadable generation record ({exc})", record_path) from exc
+        if previous != record:
+            raise AmodalkitError("folder holds a dataset generated with other settings; "
+                                 "use a new output folder", out_dir)
+    remove_stale_temps(out_dir)
+    write_json(record_path, record)
+    tasks = []
+    for split in SPLITS:
+        n = splits.get(split, 0)
+        for s, start in enumerate(range(0, n, videos_per_shard)):
+            stop = min(start + videos_per_shard, n)
+            path = shard_path(out_dir, split, s)
+            if not _shard_is_complete(path, stop - start):
+                tasks.append((path, split, start, stop))
+    all_paths = [shard_path(out_dir, sp, s) for sp in SPLITS
+                 for s in range(-(-splits.get(sp, 0) // videos_per_shard))]
+    if tasks:
+        work = (delayed(write_chewing_gum_shard)(p, cfg, seed, sp, a, b) for p, sp, a, b in tasks)
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(work)
+        for _ in tqdm(results, total=len(tasks), desc="shards", unit="shard", disable=quiet):
+            pass
+    return all_paths

@@ -1,0 +1,1 @@
+"""Amodal segmentation methods behind one interface and one registry."""

@@ -1,0 +1,1 @@
+"""Preprocessing stages that fill shards: optical flow, visible masks and tracks."""

@@ -1,0 +1,413 @@
+"""THE shard schema: the HDF5 contract between every generator, preprocessing stage and model.
+
+Layout of one shard (``schema_version`` 1)::
+
+    /                               attrs: schema="amodalkit-shard", schema_version, n_videos,
+                                           provenance (JSON: who wrote it, with which config)
+    /videos/<name>/                 attrs: provenance (JSON: seed, generator parameters, ...),
+                                           flow_backend ("" when no flow)
+        frames            (T, H, W, 3)   uint8    RGB
+        visible_ids       (T, H, W)      uint16   0 = background, k + 1 = object k (no overlap)
+        amodal            (K, T, H, W)   bool     amodal ground truth (zeros where unknown)
+        amodal_annotated  (K, T)         bool     where `amodal` is ground truth
+        presence          (K, T)         bool     object k is in the scene at frame t
+        track_ids         (K,)           int64    tracker / source identity of object k
+        source_frame_ids  (T,)           str      where each frame came from
+      optional:
+        flow              (T-1, H, W, 2) float16  forward flow: I[t+1][y+v, x+u] ~ I[t][y, x]
+        flow_backward     (T-1, H, W, 2) float16  backward flow: I[t][y+v, x+u] ~ I[t+1][y, x]
+        object_class      (K,)           int32    class id per object (dataset specific)
+
+Every per-frame dataset is chunked one frame per chunk and gzip-compressed. Shards are
+written under a temporary name and renamed when complete, so a file with the final name is
+always whole. Only this module calls ``create_dataset``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from amodalkit.atomic import atomic_path
+from amodalkit.errors import AmodalkitError
+
+SCHEMA_NAME = "amodalkit-shard"
+SCHEMA_VERSION = 1
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+REQUIRED_FIELDS = (
+    "frames",
+    "visible_ids",
+    "amodal",
+    "amodal_annotated",
+    "presence",
+    "track_ids",
+    "source_frame_ids",
+)
+OPTIONAL_FIELDS = ("flow", "flow_backward", "object_class")
+ALL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+
+
+@dataclass
+class Video:
+    """One video with its objects, in memory. Shapes as in the module docstring."""
+
+    name: str
+    frames: np.ndarray
+    visible_ids: np.ndarray
+    amodal: np.ndarray
+    amodal_annotated: np.ndarray
+    presence: np.ndarray
+    track_ids: np.ndarray
+    source_frame_ids: np.ndarray
+    flow: np.ndarray | None = None
+    flow_backward: np.ndarray | None = None
+    object_class: np.ndarray | None = None
+    provenance: dict = field(default_factory=dict)
+    flow_backend: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.visible_ids.shape[0])
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.presence.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the frames."""
+        return int(self.visible_ids.shape[1]), int(self.visible_ids.shape[2])
+
+    def visible_masks(self) -> np.ndarray:
+        """Per-object visible masks decoded from the id map: (K, T, H, W) bool."""
+        ids = np.arange(1, self.num_objects + 1, dtype=self.visible_ids.dtype)
+        return self.visible_ids[None] == ids[:, None, None, None]
+
+    def evolve(self, **changes: object) -> Video:
+        """A copy with some fields replaced (e.g. ``flow``), re-validated."""
+        new = replace(self, **changes)
+        validate_video(new)
+        return new
+
+
+def _expected_shapes(v: Video) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    t, h, w = v.visible_ids.shape if v.visible_ids.ndim == 3 else (-1, -1, -1)
+    k = v.presence.shape[0] if v.presence.ndim == 2 else -1
+    return {
+        "frames": ((t, h, w, 3), ("u1",)),
+        "visible_ids": ((t, h, w), ("u2",)),
+        "amodal": ((k, t, h, w), ("b1",)),
+        "amodal_annotated": ((k, t), ("b1",)),
+        "presence": ((k, t), ("b1",)),
+        "track_ids": ((k,), ("i8",)),
+        "source_frame_ids": ((t,), ("U", "O", "S")),
+        "flow": ((max(t - 1, 0), h, w, 2), ("f2", "f4")),
+        "flow_backward": ((max(t - 1, 0), h, w, 2), ("f2", "f4")),
+        "object_class": ((k,), ("i4",)),
+    }
+
+
+def _dtype_ok(dtype: np.dtype, allowed: tuple[str, ...]) -> bool:
+    code = dtype.str[1:]
+    return code in allowed or dtype.kind in allowed
+
+
+def validate_video(v: Video, where: str | Path | None = None) -> None:
+    """Check every array of `v` against the schema; raise AmodalkitError naming the field."""
+    label = f"video {v.name!r}"
+    if v.visible_ids.ndim != 3 or v.presence.ndim != 2:
+        raise AmodalkitError(
+            f"{label}: visible_ids must be (T, H, W) and presence (K, T), got "
+            f"{v.visible_ids.shape} and {v.presence.shape}",
+            where,
+        )
+    for name, (shape, dtypes) in _expected_shapes(v).items():
+        arr = getattr(v, name)
+        if arr is None:
+            if name in REQUIRED_FIELDS:
+                raise AmodalkitError(f"{label}: missing required field {name!r}", where)
+            continue
+        if tuple(arr.shape) != shape:
+            raise AmodalkitError(f"{label}: {name} has shape {tuple(arr.shape)}, expected {shape}", where)
+        if not _dtype_ok(np.dtype(arr.dtype), dtypes):
+            raise AmodalkitError(f"{label}: {name} has dtype {arr.dtype}, expected one of {dtypes}", where)
+    if v.num_objects and int(v.visible_ids.max(initial=0)) > v.num_objects:
+        raise AmodalkitError(f"{label}: visible_ids refers to object {int(v.visible_ids.max())} "
+                             f"but the video has {v.num_objects} objects", where)
+
+
+def _write_video(group: h5py.Group, v: Video) -> None:
+    h, w = v.size
+    t = v.num_frames
+    k = v.num_objects
+
+    def put(name: str, data: np.ndarray, chunks: tuple[int, ...] | None) -> None:
+        opts = COMPRESSION if chunks is not None and data.size else {}
+        group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
+
+    put("frames", np.ascontiguousarray(v.frames, np.uint8), (1, h, w, 3))
+    put("visible_ids", np.ascontiguousarray(v.visible_ids, np.uint16), (1, h, w))
+    put("amodal", np.ascontiguousarray(v.amodal, bool), (1, 1, h, w) if k else None)
+    put("amodal_annotated", np.asarray(v.amodal_annotated, bool), None)
+    put("presence", np.asarray(v.presence, bool), None)
+    put("track_ids", np.asarray(v.track_ids, np.int64), None)
+    group.create_dataset(
+        "source_frame_ids", data=np.asarray([str(s) for s in v.source_frame_ids], dtype=object),
+        dtype=h5py.string_dtype(),
+    )
+    for name in ("flow", "flow_backward"):
+        arr = getattr(v, name)
+        if arr is not None:
+            put(name, np.ascontiguousarray(arr, np.float16), (1, h, w, 2) if t > 1 else None)
+    if v.object_class is not None:
+        put("object_class", np.asarray(v.object_class, np.int32), None)
+    group.attrs["provenance"] = json.dumps(v.provenance, sort_keys=True)
+    group.attrs["flow_backend"] = v.flow_backend
+
+
+def write_shard(path: str | Path, videos: Iterable[Video], provenance: dict | None = None) -> Path:
+    """Validate and write `videos` to `path` atomically (temp file + rename); return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            f.attrs["schema"] = SCHEMA_NAME
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
+            root = f.create_group("videos")
+            n = 0
+            for v in videos:
+                validate_video(v, path)
+                if v.name in root:
+                    raise AmodalkitError(f"duplicate video name {v.name!r}", path)
+                _write_video(root.create_group(v.name), v)
+                n += 1
+            f.attrs["n_videos"] = n
+    return path
+
+
+def _decode_strings(arr: np.ndarray) -> np.ndarray:
+    return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in arr], dtype=object)
+
+
+class ShardReader:
+    """Read-only access to one shard; validates the whole layout on open.
+
+    The h5py handle is opened lazily and re-opened in a forked child (DataLoader worker),
+    never shared across ``fork``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        f = self._handle()
+        self.schema_version = int(f.attrs["schema_version"])
+        self.provenance = json.loads(f.attrs.get("provenance", "{}"))
+        self.video_names: list[str] = sorted(f["videos"].keys())
+        self._meta = [self._validate_group(f["videos"][n], n) for n in self.video_names]
+        if int(f.attrs.get("n_videos", -1)) != len(self.video_names):
+            raise AmodalkitError(
+                f"shard is incomplete: root says {int(f.attrs.get('n_videos', -1))} videos, "
+                f"found {len(self.video_names)}",
+                self.path,
+            )
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            if not self.path.exists():
+                raise AmodalkitError("shard file does not exist", self.path)
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise AmodalkitError(f"not a readable HDF5 shard (truncated or corrupt: {exc})",
+                                     self.path) from exc
+            self._pid = os.getpid()
+            attrs = self._file.attrs
+            if attrs.get("schema") != SCHEMA_NAME:
+                raise AmodalkitError("not an amodalkit shard (root attribute 'schema' missing)", self.path)
+            version = int(attrs.get("schema_version", -1))
+            if version > SCHEMA_VERSION:
+                raise AmodalkitError(
+                    f"schema version {version} is newer than this amodalkit reads "
+                    f"({SCHEMA_VERSION}); upgrade amodalkit",
+                    self.path,
+                )
+            if version < 1:
+                raise AmodalkitError(f"invalid schema version {version}", self.path)
+            if "videos" not in self._file:
+                raise AmodalkitError("missing group '/videos'", self.path)
+        return self._file
+
+    def _validate_group(self, g: h5py.Group, name: str) -> dict:
+        for req in REQUIRED_FIELDS:
+            if req not in g:
+                raise AmodalkitError(f"video {name!r}: missing dataset {req!r}", self.path)
+        stub = Video(
+            name=name,
+            frames=_ShapeOnly(g["frames"]),
+            visible_ids=_ShapeOnly(g["visible_ids"]),
+            amodal=_ShapeOnly(g["amodal"]),
+            amodal_annotated=_ShapeOnly(g["amodal_annotated"]),
+            presence=_ShapeOnly(g["presence"]),
+            track_ids=_ShapeOnly(g["track_ids"]),
+            source_frame_ids=_ShapeOnly(g["source_frame_ids"], "O"),
+            **{n: _ShapeOnly(g[n]) for n in OPTIONAL_FIELDS if n in g},
+        )
+        for fname, (shape, dtypes) in _expected_shapes(stub).items():
+            arr = getattr(stub, fname)
+            if arr is None:
+                continue
+            if tuple(arr.shape) != shape:
+                raise AmodalkitError(
+                    f"video {name!r}: {fname} has shape {tuple(arr.shape)}, expected {shape}", self.path)
+            if not _dtype_ok(np.dtype(arr.dtype), dtypes):
+                raise AmodalkitError(
+                    f"video {name!r}: {fname} has dtype {arr.dtype}, expected one of {dtypes}", self.path)
+        return {
+            "num_frames": stub.num_frames,
+            "num_objects": stub.num_objects,
+            "size": stub.size,
+            "fields": tuple(n for n in ALL_FIELDS if n in g),
+            "flow_backend": str(g.attrs.get("flow_backend", "")),
+        }
+
+    def __len__(self) -> int:
+        return len(self.video_names)
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the h5py handle (it re-opens on the next read)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def meta(self, index: int) -> dict:
+        """Shape facts of video `index` without reading its arrays."""
+        return self._meta[index]
+
+    def read_field(self, index: int, name: str, selection: object = ()) -> np.ndarray:
+        """Read one dataset (optionally a slice of it) of video `index`."""
+        g = self._handle()["videos"][self.video_names[index]]
+        if name not in g:
+            raise AmodalkitError(f"video {self.video_names[index]!r} has no {name!r}", self.path)
+        try:
+            data = g[name][selection]
+        except OSError as exc:
+            raise AmodalkitError(f"cannot read {name!r} of video {self.video_names[index]!r} "
+                                 f"(corrupt data: {exc})", self.path) from exc
+        return _decode_strings(data) if name == "source_frame_ids" else data
+
+    def read_video(self, index: int, fields: Sequence[str] | None = None) -> Video:
+        """Read video `index` (all fields, or only `fields` plus the required shape carriers)."""
+        g = self._handle()["videos"][self.video_names[index]]
+        wanted = set(ALL_FIELDS if fields is None else fields) | {"visible_ids", "presence"}
+        arrays: dict[str, np.ndarray | None] = {}
+        for name in ALL_FIELDS:
+            if name in g and name in wanted:
+                arrays[name] = self.read_field(index, name)
+            elif name in REQUIRED_FIELDS:
+                arrays[name] = _placeholder(name, self._meta[index])
+            else:
+                arrays[name] = None
+        return Video(
+            name=self.video_names[index],
+            provenance=json.loads(g.attrs.get("provenance", "{}")),
+            flow_backend=str(g.attrs.get("flow_backend", "")),
+            **arrays,
+        )
+
+    def __iter__(self) -> Iterator[Video]:
+        for i in range(len(self)):
+            yield self.read_video(i)
+
+
+class _ShapeOnly:
+    """Shape/dtype view of an h5py dataset, so validation never reads data."""
+
+    def __init__(self, ds: h5py.Dataset, kind: str | None = None) -> None:
+        self.shape = ds.shape
+        self.dtype = np.dtype(kind) if kind else ds.dtype
+        self.ndim = len(ds.shape)
+
+
+def _placeholder(name: str, meta: dict) -> np.ndarray:
+    t, k = meta["num_frames"], meta["num_objects"]
+    h, w = meta["size"]
+    shapes = {
+        "frames": ((t, h, w, 3), np.uint8),
+        "amodal": ((k, t, h, w), bool),
+        "amodal_annotated": ((k, t), bool),
+        "track_ids": ((k,), np.int64),
+        "source_frame_ids": ((t,), object),
+    }
+    shape, dtype = shapes[name]
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def open_shard(path: str | Path) -> ShardReader:
+    """Open and validate a shard (raises AmodalkitError naming the file and the problem)."""
+    return ShardReader(path)
+
+
+def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Expand globs / paths to a sorted list of shard files; error when nothing matches."""
+    if isinstance(patterns, (str, Path)):
+        patterns = [patterns]
+    paths: list[Path] = []
+    for pat in patterns:
+        pat = str(pat)
+        if glob.has_magic(pat):
+            found = sorted(glob.glob(pat))
+            if not found:
+                raise AmodalkitError("no shard matches this pattern", pat)
+            paths.extend(Path(p) for p in found)
+        else:
+            p = Path(pat)
+            if p.is_dir():
+                found = sorted(p.glob("*.h5"))
+                if not found:
+                    raise AmodalkitError("folder holds no .h5 shards", p)
+                paths.extend(found)
+            elif not p.exists():
+                raise AmodalkitError("no such file", p)
+            else:
+                paths.append(p)
+    return paths
+
+
+def iter_videos(paths: Iterable[Path], fields: Sequence[str] | None = None) -> Iterator[tuple[Path, Video]]:
+    """Yield (shard path, video) over several shards in order."""
+    for p in paths:
+        with ShardReader(p) as r:
+            for i in range(len(r)):
+                yield p, r.read_video(i, fields)
+
+
+def update_shard(path: str | Path, transform: Callable[[Video], Video],
+                 provenance_update: dict | None = None) -> Path:
+    """Rewrite every video of a shard through `transform`, atomically replacing the file."""
+    path = Path(path)
+    with ShardReader(path) as reader:
+        prov = dict(reader.provenance)
+        prov.update(provenance_update or {})
+        videos = (transform(reader.read_video(i)) for i in range(len(reader)))
+        return write_shard(path, videos, prov)

@@ -1,0 +1,70 @@
+"""What a shard holds, in numbers: the data behind ``amodalkit info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amodalkit.masks import never_visible_pixels, occlusion_rates
+from amodalkit.shards import ShardReader
+
+
+def summarize_shard(path: str | Path) -> dict:
+    """Counts, sizes, occlusion and visibility statistics of one (validated) shard."""
+    path = Path(path)
+    with ShardReader(path) as r:
+        frames = objects = 0
+        rates: list[np.ndarray] = []
+        never = total = 0
+        backends: set[str] = set()
+        sizes: set[tuple[int, int]] = set()
+        with_flow = 0
+        for i in range(len(r)):
+            meta = r.meta(i)
+            frames += meta["num_frames"]
+            objects += meta["num_objects"]
+            sizes.add(tuple(meta["size"]))
+            if "flow" in meta["fields"]:
+                with_flow += 1
+                backends.add(meta["flow_backend"] or "unknown")
+            v = r.read_video(i, ("amodal", "amodal_annotated"))
+            visible = v.visible_masks()
+            rate = occlusion_rates(v.amodal, visible)[v.amodal_annotated]
+            rates.append(rate[~np.isnan(rate)])
+            for k in range(v.num_objects):
+                ann = v.amodal_annotated[k]
+                n, tot = never_visible_pixels(v.amodal[k][ann], visible[k][ann])
+                never += n
+                total += tot
+        all_rates = np.concatenate(rates) if rates else np.zeros(0)
+        return {
+            "path": str(path),
+            "schema_version": r.schema_version,
+            "videos": len(r),
+            "frames": frames,
+            "objects": objects,
+            "frame_sizes": sorted(f"{h}x{w}" for h, w in sizes),
+            "bytes": path.stat().st_size,
+            "annotated_object_frames": int(all_rates.size),
+            "mean_occlusion_rate": float(all_rates.mean()) if all_rates.size else float("nan"),
+            "never_visible_fraction": never / total if total else float("nan"),
+            "videos_with_flow": with_flow,
+            "flow_backends": sorted(backends),
+        }
+
+
+def format_summary(s: dict) -> str:
+    """One block of text per shard for the terminal."""
+    flow = f"{s['videos_with_flow']}/{s['videos']} videos ({', '.join(s['flow_backends']) or 'none'})"
+    return "\n".join([
+        f"{s['path']}",
+        f"  schema version        {s['schema_version']}",
+        f"  videos / frames       {s['videos']} / {s['frames']}   frame size {', '.join(s['frame_sizes'])}",
+        f"  objects               {s['objects']}   annotated object-frames {s['annotated_object_frames']}",
+        f"  size on disk          {s['bytes'] / 1e6:.2f} MB "
+        f"({s['bytes'] / max(s['videos'], 1) / 1e3:.1f} kB/video)",
+        f"  mean occlusion rate   {s['mean_occlusion_rate']:.4f}",
+        f"  never-visible amodal  {s['never_visible_fraction']:.4f} of amodal pixels",
+        f"  flow                  {flow}",
+    ])

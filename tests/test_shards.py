@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from amodalkit.errors import AmodalkitError
+from amodalkit.shards import (
+    SCHEMA_VERSION,
+    ShardReader,
+    Video,
+    expand_shard_paths,
+    update_shard,
+    write_shard,
+)
+
+
+def make_video(name: str = "v0", t: int = 3, k: int = 2, h: int = 8, w: int = 10) -> Video:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, k + 1, size=(t, h, w)).astype(np.uint16)
+    amodal = np.stack([ids == i + 1 for i in range(k)]) | rng.random((k, t, h, w)).__gt__(0.8)
+    return Video(
+        name=name,
+        frames=rng.integers(0, 256, size=(t, h, w, 3), dtype=np.uint8),
+        visible_ids=ids,
+        amodal=amodal,
+        amodal_annotated=np.ones((k, t), bool),
+        presence=np.ones((k, t), bool),
+        track_ids=np.arange(1, k + 1, dtype=np.int64),
+        source_frame_ids=np.array([f"f{i}" for i in range(t)], dtype=object),
+        flow=rng.normal(size=(t - 1, h, w, 2)).astype(np.float16),
+        provenance={"seed": 3},
+        flow_backend="exact",
+    )
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    v = make_video()
+    path = write_shard(tmp_path / "a.h5", [v, make_video("v1")], {"who": "test"})
+    with ShardReader(path) as r:
+        assert len(r) == 2
+        assert r.schema_version == SCHEMA_VERSION
+        assert r.provenance == {"who": "test"}
+        got = r.read_video(0)
+    for name in ("frames", "visible_ids", "amodal", "amodal_annotated", "presence", "track_ids", "flow"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(v, name))
+    assert list(got.source_frame_ids) == ["f0", "f1", "f2"]
+    assert got.provenance == {"seed": 3}
+    assert got.flow_backend == "exact"
+    assert got.flow_backward is None
+    np.testing.assert_array_equal(got.visible_masks()[1], v.visible_ids == 2)
+
+
+def test_chunked_per_frame_and_compressed(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    with h5py.File(path) as f:
+        ds = f["videos/v0/frames"]
+        assert ds.chunks == (1, 8, 10, 3)
+        assert ds.compression == "gzip"
+        assert f["videos/v0/amodal"].chunks == (1, 1, 8, 10)
+
+
+def test_partial_read_only_loads_requested_fields(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    with ShardReader(path) as r:
+        v = r.read_video(0, fields=("visible_ids",))
+        assert v.flow is None
+        assert v.frames.shape == (3, 8, 10, 3)
+        assert r.read_field(0, "frames", np.s_[1]).shape == (8, 10, 3)
+
+
+def test_write_rejects_bad_shapes_and_leaves_nothing(tmp_path: Path) -> None:
+    bad = make_video()
+    bad.amodal = bad.amodal[:, :2]
+    with pytest.raises(AmodalkitError, match="amodal has shape"):
+        write_shard(tmp_path / "a.h5", [make_video("ok"), bad])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rejects_ids_beyond_objects(tmp_path: Path) -> None:
+    bad = make_video()
+    bad.visible_ids[0, 0, 0] = 7
+    with pytest.raises(AmodalkitError, match="refers to object 7"):
+        write_shard(tmp_path / "a.h5", [bad])
+
+
+def test_update_shard_is_atomic(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    before = path.read_bytes()
+
+    def explode(v: Video) -> Video:
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        update_shard(path, explode)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+    update_shard(path, lambda v: v.evolve(flow_backend="dis"))
+    with ShardReader(path) as r:
+        assert r.read_video(0).flow_backend == "dis"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: f.attrs.__setitem__("schema_version", SCHEMA_VERSION + 1), "newer than this amodalkit"),
+        (lambda f: f.attrs.__delitem__("schema"), "not an amodalkit shard"),
+        (lambda f: f.__delitem__("videos/v0/presence"), "missing dataset 'presence'"),
+        (lambda f: f.attrs.__setitem__("n_videos", 5), "incomplete"),
+    ],
+)
+def test_validation_errors_name_file_and_problem(tmp_path: Path, damage, message: str) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(AmodalkitError, match=message) as err:
+        ShardReader(path)
+    assert str(path) in str(err.value)
+
+
+def test_wrong_shape_on_disk(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    with h5py.File(path, "a") as f:
+        del f["videos/v0/track_ids"]
+        f["videos/v0/track_ids"] = np.arange(5, dtype=np.int64)
+    with pytest.raises(AmodalkitError, match="track_ids has shape"):
+        ShardReader(path)
+
+
+def test_truncated_and_garbage_files(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AmodalkitError, match="truncated or corrupt"):
+        ShardReader(path)
+    junk = tmp_path / "junk.h5"
+    junk.write_text("hello")
+    with pytest.raises(AmodalkitError, match="truncated or corrupt"):
+        ShardReader(junk)
+    with pytest.raises(AmodalkitError, match="does not exist"):
+        ShardReader(tmp_path / "missing.h5")
+
+
+def test_expand_paths(tmp_path: Path) -> None:
+    write_shard(tmp_path / "b.h5", [make_video()])
+    write_shard(tmp_path / "a.h5", [make_video()])
+    assert [p.name for p in expand_shard_paths(str(tmp_path / "*.h5"))] == ["a.h5", "b.h5"]
+    assert [p.name for p in expand_shard_paths(tmp_path)] == ["a.h5", "b.h5"]
+    with pytest.raises(AmodalkitError, match="no shard matches"):
+        expand_shard_paths(str(tmp_path / "x-*.h5"))
+    with pytest.raises(AmodalkitError, match="no such file"):
+        expand_shard_paths(tmp_path / "nope.h5")
+
+
+def test_reader_reopens_after_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    r = ShardReader(path)
+    r2 = pickle.loads(pickle.dumps(r))
+    assert r2.read_video(0).num_objects == 2
+    r.close()
+    r2.close()
