@@ -120,6 +120,87 @@ def show(shard: str, video_index: int, out: Path, method: str | None, n_frames: 
     click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.argument("shards", nargs=-1)
+@click.option("--backend", default="dis", show_default=True, help="dis | flownet2 | ptlflow:NAME")
+@click.option("--checkpoint", help="Weights: FlowNet2_checkpoint.pth.tar for flownet2, a ptlflow "
+              "checkpoint name or file for ptlflow:NAME.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--batch-size", default=4, show_default=True, type=int, help="Frame pairs per network call.")
+@click.option("--frames", "frames_glob", help="Instead of shards: a quoted glob of frames, e.g. 'DIR/*.png'.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for --frames (one file per consecutive pair, named after its first frame).")
+@click.option("--format", "fmt", default="flo", show_default=True, type=click.Choice(["flo", "kitti-png"]),
+              help="File format for --frames.")
+@click.option("--inspect", "inspect_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Only read .flo / KITTI .png flow files and describe them (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: str, batch_size: int,
+         frames_glob: str | None, out_dir: Path | None, fmt: str, inspect_files: tuple[str, ...],
+         quiet: bool) -> None:
+    """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
+    from tqdm import tqdm
+
+    from amodalkit.preprocess.flow import (
+        count_flow_pairs,
+        describe_flow_file,
+        fill_shard_flow,
+        get_flow_backend,
+        list_frames,
+        shard_has_flow,
+        write_folder_flow,
+    )
+    from amodalkit.shards import expand_shard_paths
+
+    if inspect_files:
+        for f in inspect_files:
+            click.echo(describe_flow_file(f))
+        return
+    if bool(shards) == bool(frames_glob):
+        raise AmodalkitError("give either SHARD... or --frames 'DIR/*.png' --out DIR")
+    if frames_glob and out_dir is None:
+        raise AmodalkitError("--frames needs --out DIR")
+    if batch_size < 1:
+        raise AmodalkitError("--batch-size must be at least 1")
+    estimator = get_flow_backend(backend, checkpoint, device)
+    if frames_glob:
+        n_pairs = len(list_frames(frames_glob)) - 1
+        with tqdm(total=n_pairs, unit="pair", desc=estimator.name, disable=quiet) as bar:
+            outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, bar.update)
+        click.echo(f"wrote {len(outs)} {fmt} flow files to {out_dir}")
+        return
+    paths = expand_shard_paths(shards)
+    todo = [p for p in paths if not shard_has_flow(p, estimator)]
+    with tqdm(total=count_flow_pairs(todo), unit="pair", desc=estimator.name, disable=quiet) as bar:
+        for p in todo:
+            fill_shard_flow(p, estimator, batch_size, bar.update)
+    click.echo(f"{estimator.name} flow in {len(todo)} shards"
+               + (f" ({len(paths) - len(todo)} already had it)" if len(todo) < len(paths) else ""))
+
+
+@cli.group()
+def zoo() -> None:
+    """Pretrained models: list them, download their weights (verified by sha256)."""
+
+
+@zoo.command("list")
+def zoo_list() -> None:
+    """Registered models with size, checksum, training data and measured metrics."""
+    from amodalkit.zoo import format_registry, load_registry
+
+    click.echo(format_registry(load_registry()))
+
+
+@zoo.command("download")
+@click.argument("name")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def zoo_download(name: str, quiet: bool) -> None:
+    """Fetch NAME's weights into the per-user cache (no-op when shipped or cached)."""
+    from amodalkit.zoo import fetch_weights
+
+    click.echo(str(fetch_weights(name, quiet=quiet)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line on stderr and exit code 2."""
     try:

@@ -1,0 +1,159 @@
+"""Model zoo: registered pretrained weights with checksums, a per-user cache and measured metrics.
+
+An entry of ``zoo/registry.json`` is data: name, model kind, file name, url, sha256, size,
+the config that rebuilds the model, the data and command it was trained with, and the
+metrics measured on it. Weights small enough to ship live beside the registry and resolve
+without any network; others are downloaded once into the per-user cache (to a temporary
+file, verified by sha256, then renamed). A cached file that verifies is never fetched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+from tqdm import tqdm
+
+from amodalkit.atomic import temp_path_for
+from amodalkit.errors import AmodalkitError
+
+REPO_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+CHUNK = 1 << 16
+
+
+@dataclass
+class ZooEntry:
+    """One registered model."""
+
+    name: str
+    model: str
+    file: str
+    sha256: str
+    size: int
+    url: str = ""
+    config: dict = field(default_factory=dict)
+    training_data: str = ""
+    training_command: str = ""
+    metrics: dict = field(default_factory=dict)
+    notes: str = ""
+
+
+def registry_path() -> Path:
+    """The registry in use: $AMODALKIT_ZOO_REGISTRY, else the repository's zoo/registry.json."""
+    return Path(os.environ.get("AMODALKIT_ZOO_REGISTRY", REPO_ZOO / "registry.json"))
+
+
+def cache_dir() -> Path:
+    """Per-user download cache: $AMODALKIT_CACHE, else the platform's user cache dir."""
+    return Path(os.environ.get("AMODALKIT_CACHE", user_cache_dir("amodalkit"))) / "zoo"
+
+
+def load_registry(path: str | Path | None = None) -> dict[str, ZooEntry]:
+    """Read the registry: name -> entry. A malformed file is an error naming it."""
+    path = Path(path) if path is not None else registry_path()
+    try:
+        raw = json.loads(path.read_text())
+        entries = [ZooEntry(**e) for e in raw["models"]]
+    except FileNotFoundError as exc:
+        raise AmodalkitError("zoo registry not found", path) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AmodalkitError(f"malformed zoo registry ({exc})", path) from exc
+    return {e.name: e for e in entries}
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry registered under `name`."""
+    reg = load_registry()
+    if name not in reg:
+        raise AmodalkitError(f"no zoo model {name!r}; registered: {', '.join(sorted(reg)) or 'none'}")
+    return reg[name]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, entry: ZooEntry, quiet: bool) -> None:
+    tmp = temp_path_for(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    got = 0
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or entry.size or 0)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.file, disable=quiet) as bar:
+                while block := resp.read(CHUNK):
+                    out.write(block)
+                    h.update(block)
+                    got += len(block)
+                    bar.update(len(block))
+        if entry.size and got != entry.size:
+            raise AmodalkitError(f"download of {url} stopped after {got} of {entry.size} bytes; "
+                                 f"run the command again", dest)
+        digest = h.hexdigest()
+        if digest != entry.sha256:
+            raise AmodalkitError(f"sha256 mismatch for {url}: expected {entry.sha256}, got {digest}; "
+                                 f"the download was deleted", dest)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ConnectionError) as exc:
+        raise AmodalkitError(f"download of {url} failed ({exc}); run the command again", dest) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def fetch_weights(name: str, quiet: bool = False) -> Path:
+    """Local path of a zoo model's weights: shipped, cached, or downloaded and verified."""
+    entry = get_entry(name)
+    shipped = registry_path().parent / entry.file
+    if shipped.is_file():
+        digest = sha256_of(shipped)
+        if digest != entry.sha256:
+            raise AmodalkitError(f"shipped weights do not match the registry: expected {entry.sha256}, "
+                                 f"got {digest}", shipped)
+        return shipped
+    cached = cache_dir() / f"{entry.sha256[:12]}-{entry.file}"
+    if cached.is_file():
+        if sha256_of(cached) == entry.sha256:
+            return cached
+        cached.unlink()
+    if not entry.url:
+        raise AmodalkitError(f"zoo model {name!r} has no url and its file is not shipped", shipped)
+    _download(entry.url, cached, entry, quiet)
+    return cached
+
+
+def load(name: str, device: str = "cpu"):
+    """A ready-to-use method (model with weights) for a zoo entry: ``amodalkit.zoo.load(NAME)``."""
+    from amodalkit.models.registry import method_from_checkpoint
+
+    return method_from_checkpoint(fetch_weights(name, quiet=True), device=device)
+
+
+def format_registry(entries: dict[str, ZooEntry]) -> str:
+    """The table printed by ``amodalkit zoo list``."""
+    if not entries:
+        return "no models registered"
+    lines = []
+    for e in entries.values():
+        m = e.metrics
+        metric = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        shipped = (registry_path().parent / e.file).is_file()
+        lines.append(f"{e.name}  [{e.model}]  {e.size / 1e6:.1f} MB  "
+                     f"{'shipped' if shipped else 'download'}  sha256 {e.sha256[:12]}")
+        lines.append(f"    trained on: {e.training_data}")
+        if metric:
+            lines.append(f"    metrics: {metric}")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amodalkit import zoo
+from amodalkit.errors import AmodalkitError
+
+PAYLOAD = bytes(range(256)) * 400
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves /good.bin, /corrupt.bin (wrong bytes) and /dies.bin (closes mid-transfer)."""
+
+    hits: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        Handler.hits.append(self.path)
+        body = PAYLOAD
+        if self.path == "/corrupt.bin":
+            body = PAYLOAD[:-1] + b"x"
+        self.send_response(200 if self.path != "/missing.bin" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path == "/missing.bin":
+            return
+        if self.path == "/dies.bin":
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.close()
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Handler.hits.clear()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str) -> Path:
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    entries = [
+        {"name": name, "model": "savos", "file": f"{name}.safetensors", "sha256": digest,
+         "size": len(PAYLOAD), "url": f"{server}/{path}", "metrics": {"frame_miou_full": 0.9}}
+        for name, path in [("good", "good.bin"), ("corrupt", "corrupt.bin"), ("dies", "dies.bin"),
+                           ("missing", "missing.bin")]
+    ]
+    reg = tmp_path / "zoo" / "registry.json"
+    reg.parent.mkdir()
+    reg.write_text(json.dumps({"models": entries}))
+    monkeypatch.setenv("AMODALKIT_ZOO_REGISTRY", str(reg))
+    monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "cache"))
+    return reg
+
+
+def test_download_verifies_and_caches(registry: Path) -> None:
+    path = zoo.fetch_weights("good", quiet=True)
+    assert path.read_bytes() == PAYLOAD
+    assert Handler.hits == ["/good.bin"]
+    assert zoo.fetch_weights("good", quiet=True) == path
+    assert Handler.hits == ["/good.bin"]  # a verified cached file is never fetched again
+    path.write_bytes(b"tampered")
+    assert zoo.fetch_weights("good", quiet=True).read_bytes() == PAYLOAD
+    assert Handler.hits == ["/good.bin", "/good.bin"]
+
+
+def test_hash_mismatch_deletes_and_names_both_hashes(registry: Path) -> None:
+    with pytest.raises(AmodalkitError) as err:
+        zoo.fetch_weights("corrupt", quiet=True)
+    msg = str(err.value)
+    assert hashlib.sha256(PAYLOAD).hexdigest() in msg
+    assert hashlib.sha256(PAYLOAD[:-1] + b"x").hexdigest() in msg
+    assert not any((registry.parent.parent / "cache").rglob("*.safetensors"))
+    assert not any((registry.parent.parent / "cache").rglob(".*"))
+
+
+def test_server_dying_mid_transfer_leaves_nothing(registry: Path) -> None:
+    with pytest.raises(AmodalkitError, match="run the command again"):
+        zoo.fetch_weights("dies", quiet=True)
+    assert not [p for p in (registry.parent.parent / "cache").rglob("*") if p.is_file()]
+
+
+def test_http_error_is_clear(registry: Path) -> None:
+    with pytest.raises(AmodalkitError, match="failed"):
+        zoo.fetch_weights("missing", quiet=True)
+
+
+def test_shipped_file_needs_no_network(registry: Path) -> None:
+    shipped = registry.parent / "good.safetensors"
+    shipped.write_bytes(PAYLOAD)
+    assert zoo.fetch_weights("good", quiet=True) == shipped
+    assert Handler.hits == []
+    shipped.write_bytes(b"other")
+    with pytest.raises(AmodalkitError, match="do not match the registry"):
+        zoo.fetch_weights("good", quiet=True)
+
+
+def test_unknown_name_and_malformed_registry(registry: Path) -> None:
+    with pytest.raises(AmodalkitError, match="no zoo model 'nope'"):
+        zoo.get_entry("nope")
+    registry.write_text("{not json")
+    with pytest.raises(AmodalkitError, match="malformed zoo registry"):
+        zoo.load_registry()
+
+
+def test_format_registry_lists_metrics(registry: Path) -> None:
+    text = zoo.format_registry(zoo.load_registry())
+    assert "good  [savos]" in text and "frame_miou_full 0.9000" in text
+
+
+def test_cli_list_and_download(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from amodalkit.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    assert "good  [savos]" in capsys.readouterr().out
+    assert main(["zoo", "download", "good", "--quiet"]) == 0
+    assert Path(capsys.readouterr().out.strip()).read_bytes() == PAYLOAD
+    assert main(["zoo", "download", "corrupt", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sha256 mismatch" in err
