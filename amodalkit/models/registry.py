@@ -7,9 +7,11 @@ from collections.abc import Callable
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.baselines.convex import ConvexHull
+from amodalkit.models.baselines.temporal import TemporalAggregation
 
 METHODS: dict[str, Callable[..., AmodalMethod]] = {
     "convex": ConvexHull,
+    "temporal": TemporalAggregation,
 }
 
 
