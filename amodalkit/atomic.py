@@ -54,3 +54,20 @@ def remove_stale_temps(folder: str | Path) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+def claim_output_dir(record_path: str | Path, record: dict, conflict: str) -> None:
+    """Refuse to mix runs: if `record_path` holds another record raise `conflict`, else write it.
+
+    Generators and builders write such a record beside their shards so that a re-run into
+    the same folder resumes the same job instead of mixing two datasets.
+    """
+    record_path = Path(record_path)
+    if record_path.is_file():
+        try:
+            previous = json.loads(record_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise AmodalkitError(f"unreadable run record ({exc})", record_path) from exc
+        if previous != record:
+            raise AmodalkitError(conflict, record_path.parent)
+    write_json(record_path, record)

@@ -68,26 +68,119 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 
 @cli.command()
 @click.option("--method", default=None, help="Registered method name, e.g. convex.")
+@click.option("--model", default=None, help="A trained model, e.g. savos (with --checkpoint).")
+@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
 @click.option("--data", "data", required=True, multiple=True, help="Shard file, folder or glob (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON here.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (trained models).")
+@click.option("--window", type=int, default=None,
+              help="Frames per clip at inference (0 = whole video; default: the training clip length).")
+@click.option("--tta", is_flag=True, help="Also score with test-time adaptation (both in the result).")
+@click.option("--tta-max-iters", default=50, show_default=True, type=int,
+              help="Cap on adaptation steps per video.")
+@click.option("--tta-lr", default=1e-4, show_default=True, type=float, help="Adam learning rate of TTA.")
+@click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
+              help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(method: str | None, data: tuple[str, ...], json_path: Path | None, quiet: bool) -> None:
+def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
+             json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
+             tta_lr: float, occlusion_range: tuple[float, float] | None, quiet: bool) -> None:
     """Score a method with the paper's frame- and object-level full/occluded mIoU."""
     from amodalkit.atomic import write_json
     from amodalkit.evaluate import evaluate_method, format_table
     from amodalkit.models.registry import build_method
     from amodalkit.shards import expand_shard_paths
 
-    if method is None:
-        raise AmodalkitError("give --method NAME (e.g. --method convex)")
-    m = build_method(method)
+    if (method is None) == (model is None):
+        raise AmodalkitError("give either --method NAME (e.g. convex) or --model NAME --checkpoint FILE")
+    if method is not None:
+        if tta or checkpoint:
+            raise AmodalkitError("--checkpoint and --tta go with --model, not --method")
+        m = build_method(method)
+    else:
+        from amodalkit.models.registry import method_from_checkpoint
+        from amodalkit.train import resolve_device
+
+        if checkpoint is None:
+            raise AmodalkitError(f"--model {model} needs --checkpoint FILE")
+        m = method_from_checkpoint(checkpoint, device=resolve_device(device))
+        if m.name != model:
+            raise AmodalkitError(f"the checkpoint holds a {m.name!r} model, not {model!r}", checkpoint)
+        if window is not None:
+            m.window = window
     paths = expand_shard_paths(data)
-    result = evaluate_method(m, paths, quiet=quiet, data=" ".join(data))
+    keep = None
+    if occlusion_range:
+        from amodalkit.datasets.fishbowl import occlusion_range_filter
+
+        keep = occlusion_range_filter(*occlusion_range)
+    result = evaluate_method(m, paths, quiet=quiet, data=" ".join(data), object_filter=keep)
+    if occlusion_range:
+        result["occlusion_range"] = list(occlusion_range)
     click.echo(format_table(result))
+    if tta:
+        from amodalkit.models.savos import TTAConfig
+
+        adapted = m.with_tta(TTAConfig(max_iters=tta_max_iters, lr=tta_lr))
+        result["tta"] = evaluate_method(adapted, paths, quiet=quiet, data=" ".join(data), object_filter=keep)
+        click.echo("with test-time adaptation:")
+        click.echo(format_table(result["tta"]))
     if json_path is not None:
         write_json(json_path, result)
         click.echo(f"wrote {json_path}")
+
+
+@cli.command()
+@click.option("--model", default="savos", show_default=True, type=click.Choice(["savos"]))
+@click.option("--data", "data", required=True, multiple=True, help="Training shards: file, folder or glob.")
+@click.option("--val", "val", multiple=True, help="Validation shards (checkpoint selection; no labels used).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder.")
+@click.option("--epochs", default=20, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int,
+              help="Object clips per step (per process).")
+@click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "small"]),
+              help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops.")
+@click.option("--crop", default=None, help="Crop size HxW, (4*2^n)x(8*2^n), e.g. 32x64.")
+@click.option("--channels", default=None, help="Encoder channels, comma-separated (log2(H/4)+2 values).")
+@click.option("--width", type=float, default=None, help="Multiplier on every channel count.")
+@click.option("--hidden", type=int, default=None, help="LSTM / embedding size (paper: 256).")
+@click.option("--clip-len", type=int, default=None, help="Frames per training clip (0 = whole video).")
+@click.option("--clip-stride", default=0, show_default=True, type=int,
+              help="Clip start step (0 = clip length).")
+@click.option("--enlarge", type=float, default=None, help="Crop box enlargement around the visible masks.")
+@click.option("--crop-mode", default=None, type=click.Choice(["clip", "track"]),
+              help="clip: one box per clip (default); track: the box follows the object's mean flow.")
+@click.option("--lambda-mask", type=float, default=None, help="Weight of the masked BCE loss L_M.")
+@click.option("--lambda-consistency", type=float, default=None, help="Weight of the consistency loss L_C.")
+@click.option("--warp", default=None, type=click.Choice(["splat", "sample"]), help="Forward warp kind.")
+@click.option("--no-consistency", is_flag=True, help="Ablation: no consistency loss.")
+@click.option("--no-bidirectional", is_flag=True, help="Ablation: forward direction only.")
+@click.option("--no-temporal", is_flag=True, help="Ablation: no LSTM temporal embedding.")
+@click.option("--no-flow", is_flag=True, help="Ablation: no optical flow input to the encoder.")
+@click.option("--no-image", is_flag=True, help="Ablation: no image input to the encoder.")
+def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
+          lr: float, seed: int, device: str, workers: int, precision: str, resume: bool, quiet: bool,
+          preset: str, clip_stride: int, **model_options: object) -> None:
+    """Train SaVos self-supervised (no amodal labels); keeps best/last checkpoints in --out."""
+    from amodalkit.models.savos import build_config
+    from amodalkit.train import TrainConfig
+    from amodalkit.train import train as run_training
+
+    cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
+                      lr=lr, seed=seed, device=device, workers=workers, clip_stride=clip_stride,
+                      precision=precision, resume=resume, quiet=quiet)
+    summary = run_training(cfg, build_config(preset, **model_options))
+    click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
+               f"{summary['best_loss']:.4f}); checkpoints in {out}")
 
 
 @cli.command()
@@ -139,15 +232,10 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
          frames_glob: str | None, out_dir: Path | None, fmt: str, inspect_files: tuple[str, ...],
          quiet: bool) -> None:
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
-    from tqdm import tqdm
-
     from amodalkit.preprocess.flow import (
-        count_flow_pairs,
         describe_flow_file,
-        fill_shard_flow,
+        fill_shards_flow,
         get_flow_backend,
-        list_frames,
-        shard_has_flow,
         write_folder_flow,
     )
     from amodalkit.shards import expand_shard_paths
@@ -164,18 +252,13 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
         raise AmodalkitError("--batch-size must be at least 1")
     estimator = get_flow_backend(backend, checkpoint, device)
     if frames_glob:
-        n_pairs = len(list_frames(frames_glob)) - 1
-        with tqdm(total=n_pairs, unit="pair", desc=estimator.name, disable=quiet) as bar:
-            outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, bar.update)
+        outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, quiet)
         click.echo(f"wrote {len(outs)} {fmt} flow files to {out_dir}")
         return
     paths = expand_shard_paths(shards)
-    todo = [p for p in paths if not shard_has_flow(p, estimator)]
-    with tqdm(total=count_flow_pairs(todo), unit="pair", desc=estimator.name, disable=quiet) as bar:
-        for p in todo:
-            fill_shard_flow(p, estimator, batch_size, bar.update)
-    click.echo(f"{estimator.name} flow in {len(todo)} shards"
-               + (f" ({len(paths) - len(todo)} already had it)" if len(todo) < len(paths) else ""))
+    done = fill_shards_flow(paths, estimator, batch_size, quiet)
+    skipped = f" ({len(paths) - len(done)} already had it)" if len(done) < len(paths) else ""
+    click.echo(f"{estimator.name} flow in {len(done)} shards{skipped}")
 
 
 @cli.group()
@@ -199,6 +282,154 @@ def zoo_download(name: str, quiet: bool) -> None:
     from amodalkit.zoo import fetch_weights
 
     click.echo(str(fetch_weights(name, quiet=quiet)))
+
+
+@cli.command()
+@click.option("--mots", help="Tracks: KITTI-MOTS or PointTrack .txt file, or a folder of instance PNGs.")
+@click.option("--masks", help="Per-frame instance masks to link (same formats, ids need not persist).")
+@click.option("--frames", "frames_glob", required=True,
+              help="Frame images: a quoted glob 'DIR/*.png' or a folder.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Shard to write.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "mots", "pointtrack", "png"]), help="Format of --mots / --masks.")
+@click.option("--class", "classes", multiple=True,
+              help="Keep this class only: car, pedestrian or an id (repeatable).")
+@click.option("--tracker", type=click.Choice(["file", "builtin"]),
+              help="file: keep the ids of --mots (default); builtin: link masks (default with --masks).")
+@click.option("--flow", "flow_backend", help="Compute and store flow with this backend (e.g. dis); the "
+              "builtin tracker then warps masks along it.")
+@click.option("--iou-threshold", default=0.3, show_default=True, type=float, help="Builtin tracker: min IoU.")
+@click.option("--max-gap", default=3, show_default=True, type=int,
+              help="Builtin tracker: frames a track may miss.")
+@click.option("--name", help="Video name in the shard (default: the frames' folder name).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt: str,
+           classes: tuple[str, ...], tracker: str | None, flow_backend: str | None, iou_threshold: float,
+           max_gap: int, name: str | None, quiet: bool) -> None:
+    """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
+    from amodalkit.preprocess.tracks import build_tracks_shard
+
+    video = build_tracks_shard(out, frames_glob, mots=mots, masks=masks, fmt=fmt, classes=classes or None,
+                               tracker=tracker, flow=flow_backend, iou_threshold=iou_threshold,
+                               max_gap=max_gap, name=name, quiet=quiet)
+    click.echo(f"wrote {out}: video {video.name!r}, {video.num_frames} frames, {video.num_objects} tracks")
+
+
+@cli.command("build-kins-video")
+@click.option("--kitti-raw", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="KITTI raw root: RAW/DATE/DATE_drive_NNNN_sync/image_02/data/0000000000.png.")
+@click.option("--kitti-devkit", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Object devkit root holding mapping/train_rand.txt and mapping/train_mapping.txt.")
+@click.option("--kitti-object", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Object benchmark root holding training/image_2/000000.png (pixel verification).")
+@click.option("--kins-json", "kins_json", required=True, multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="instances_train.json or update_train_2020.json (repeatable; release auto-detected).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: {split}-{drive}.h5, match_report.json, splits.json, summary.json.")
+@click.option("--context", default=10, show_default=True, type=int,
+              help="Raw frames kept before and after each annotated frame.")
+@click.option("--tracks", required=True,
+              help="pointtrack:DIR (PointTrack results, DIR/DRIVE.txt) or builtin:DIR (per-frame instance "
+                   "masks, same files, linked by the built-in tracker).")
+@click.option("--flow", default="dis", show_default=True, help="Flow backend: dis | flownet2 | ptlflow:NAME.")
+@click.option("--checkpoint", default=None, help="FlowNet2_checkpoint.pth.tar for --flow flownet2.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (flow networks).")
+@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the by-drive split.")
+@click.option("--match-tolerance", default=0, show_default=True, type=int,
+              help="Largest per-channel grey-level difference accepted between object image and raw frame.")
+@click.option("--search-unmapped", is_flag=True,
+              help="Search every drive for images the devkit does not map (reads all of KITTI raw).")
+@click.option("--keep-unoccluded", is_flag=True,
+              help="Also score paired cars whose KINS inmodal and amodal masks are equal.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Parallel worker processes (per drive).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (tcp://HOST:8786): run the per-drive tasks on that cluster "
+                   "(pip install 'dask[distributed]'; workers must see the same paths).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path, kins_json: tuple[Path, ...],
+                         out_dir: Path, context: int, tracks: str, flow: str, checkpoint: str | None,
+                         device: str, split_seed: int, match_tolerance: int, search_unmapped: bool,
+                         keep_unoccluded: bool, jobs: int, scheduler: str | None, quiet: bool) -> None:
+    """Build KINS-Video-Car: KINS cars matched to KITTI raw videos, flow, tracks, split by drive.
+
+    \b
+    Expected inputs (see docs/datasets.md):
+      --kitti-raw     RAW/2011_09_26/2011_09_26_drive_0005_sync/image_02/data/0000000000.png
+      --kitti-devkit  DEVKIT/mapping/train_rand.txt     one line, comma-separated 1-based indices
+                      DEVKIT/mapping/train_mapping.txt  "2011_09_26 2011_09_26_drive_0005_sync 0000000109"
+      --kitti-object  OBJECT/training/image_2/000000.png ... 007480.png
+      --kins-json     instances_train.json (segmentation + inmodal_seg) or
+                      update_train_2020.json (a_segm + i_segm); cars = category 4
+      --tracks        DIR/2011_09_26_drive_0005_sync.txt, one line per object and frame:
+                      "frame id class_id height width rle" (KITTI-MOTS columns, COCO RLE,
+                      frame = raw frame number, class 1 = car)
+
+    Object image N is raw frame mapping[rand[N]-1], verified pixel by pixel; mismatches are
+    listed in OUT/match_report.json and never used. Re-runs skip finished drives.
+    """
+    from amodalkit.datasets.kins_video import BuildConfig, build_kins_video, format_summary
+
+    cfg = BuildConfig(tracks=tracks, context=context, flow=flow, checkpoint=checkpoint, device=device,
+                      split_seed=split_seed, match_tolerance=match_tolerance, keep_unoccluded=keep_unoccluded,
+                      search_unmapped=search_unmapped)
+    summary = build_kins_video(kitti_raw, kitti_devkit, kitti_object, list(kins_json), out_dir, cfg, jobs,
+                               scheduler, quiet)
+    click.echo(format_summary(summary))
+    click.echo(f"shards, match_report.json, splits.json and summary.json in {out_dir}")
+
+
+@cli.command("import-fishbowl")
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for {split}-{index:05d}.h5 shards.")
+@click.option("--split", default=None, help="Shard name prefix (default: the folder holding the samples).")
+@click.option("--videos-per-shard", default=20, show_default=True, type=int)
+@click.option("--limit", type=int, default=None, help="Import only the first N samples.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Parallel worker processes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_shard: int, limit: int | None,
+                        jobs: int, quiet: bool) -> None:
+    """Read a FISHBOWL release (SRC/NNNNN/{video.mp4, objects.json, objectMMM/}) into shards.
+
+    \b
+    SRC holds sample folders, either as the generator writes them
+      SRC/00000/video.mp4, objects.json (visible masks), object000/objects.json (amodal), ...
+    or as in the SaVos authors' copy
+      test_data/test/00000/objects.json, test_data/test_objects/00000_object<ID>/objects.json,
+      test_data/test_frames/00000/*.png
+    Each object's per-frame occlusion rate is stored; score FISHBOWL like the paper with
+    `amodalkit evaluate ... --occlusion-range 0.1 0.7`.
+    """
+    from amodalkit.datasets.fishbowl import import_fishbowl
+
+    paths = import_fishbowl(src, out_dir, split, videos_per_shard, limit, jobs, quiet)
+    click.echo(f"{len(paths)} shards in {out_dir}")
+
+
+@cli.command("export-coco")
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Ground truth as COCO JSON with KINS field names (segmentation, inmodal_seg, ...).")
+@click.option("--method", default=None, help="Also export this method's predictions (COCO results list).")
+@click.option("--pred-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Predictions file (default: OUT with _METHOD_results.json).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred_out: Path | None,
+                    quiet: bool) -> None:
+    """Write the scored ground truth (and a method's predictions) of SHARDS as COCO-style amodal JSON."""
+    from amodalkit.datasets.kins import export_coco
+    from amodalkit.models.registry import build_method
+    from amodalkit.shards import expand_shard_paths
+
+    m = build_method(method) if method is not None else None
+    if m is not None and pred_out is None:
+        pred_out = out.with_name(f"{out.stem}_{method}_results.json")
+    counts = export_coco(expand_shard_paths(shards), out, m, pred_out, quiet)
+    click.echo(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations")
+    if m is not None:
+        click.echo(f"wrote {pred_out}: {counts['predictions']} predictions")
 
 
 def main(argv: list[str] | None = None) -> int:

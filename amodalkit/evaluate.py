@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,13 @@ def predict_binary(method: AmodalMethod, video: Video) -> np.ndarray:
 
 
 def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = False,
-                    data: str | None = None) -> dict:
-    """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`."""
+                    data: str | None = None,
+                    object_filter: Callable[[Video], np.ndarray] | None = None) -> dict:
+    """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
+
+    `object_filter(video)` -> (K, T) bool, when given, further restricts the scored
+    object-frames (e.g. FISHBOWL's occlusion-rate range).
+    """
     total = 0
     for p in paths:
         with ShardReader(p) as r:
@@ -43,6 +48,8 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     for _, video in tqdm(iter_videos(paths, fields), total=total, desc=f"evaluate {method.name}",
                          unit="video", disable=quiet):
         scored = scored_object_frames(video)
+        if object_filter is not None:
+            scored = scored & np.asarray(object_filter(video), bool)
         if not scored.any():
             acc.n_videos += 1
             continue

@@ -21,7 +21,6 @@ The exact forward and backward flow of the drawn motion is stored with every vid
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from amodalkit.atomic import remove_stale_temps, write_json
+from amodalkit.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.errors import AmodalkitError
 from amodalkit.masks import circle_polygon, never_visible_pixels, rasterize_polygon
 from amodalkit.shards import ShardReader, Video, write_shard
@@ -328,17 +327,9 @@ def generate_dataset(out_dir: str | Path, cfg: ChewingGumConfig, splits: dict[st
         raise AmodalkitError("output path exists and is not a folder", out_dir)
     record = {"generator": "chewing_gum", "config": asdict(cfg), "seed": seed, "splits": dict(splits),
               "videos_per_shard": videos_per_shard}
-    record_path = out_dir / "chewing_gum.json"
-    if record_path.exists():
-        try:
-            previous = json.loads(record_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise AmodalkitError(f"unreadable generation record ({exc})", record_path) from exc
-        if previous != record:
-            raise AmodalkitError("folder holds a dataset generated with other settings; "
-                                 "use a new output folder", out_dir)
+    claim_output_dir(out_dir / "chewing_gum.json", record,
+                     "folder holds a dataset generated with other settings; use a new output folder")
     remove_stale_temps(out_dir)
-    write_json(record_path, record)
     tasks = []
     for split in SPLITS:
         n = splits.get(split, 0)

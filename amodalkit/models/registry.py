@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.baselines.convex import ConvexHull
 from amodalkit.models.baselines.temporal import TemporalAggregation
 
+
+def _savos(**kwargs: object) -> AmodalMethod:
+    """SaVos, imported lazily so torch loads only for the trained methods."""
+    from amodalkit.models.savos import SavosMethod
+
+    return SavosMethod(**kwargs)
+
+
 METHODS: dict[str, Callable[..., AmodalMethod]] = {
     "convex": ConvexHull,
     "temporal": TemporalAggregation,
+    "savos": _savos,
 }
 
 
@@ -20,3 +30,15 @@ def build_method(name: str, **kwargs: object) -> AmodalMethod:
     if name not in METHODS:
         raise AmodalkitError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
     return METHODS[name](**kwargs)
+
+
+def method_from_checkpoint(path: str | Path, device: str = "cpu") -> AmodalMethod:
+    """Rebuild the trained method a checkpoint holds (its ``model`` field picks the class)."""
+    from amodalkit.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(path)
+    if ck.model == "savos":
+        from amodalkit.models.savos import method_from_savos_checkpoint
+
+        return method_from_savos_checkpoint(ck, path, device)
+    raise AmodalkitError(f"checkpoint holds a {ck.model!r} model, which no registered method loads", path)

@@ -1,0 +1,227 @@
+"""Optical flow files and warping: Middlebury ``.flo``, KITTI 16-bit flow PNG, backward warp.
+
+Flow convention (the shard schema's): ``flow[y, x] = (u, v)`` in pixels, ``u`` along x
+(columns) and ``v`` along y (rows); forward flow from frame t to t+1 means
+``I[t+1][y + v, x + u] ~ I[t][y, x]``.
+
+Formats, byte for byte:
+
+* Middlebury ``.flo``: little-endian float32 magic 202021.25 (the bytes ``PIEH``), int32
+  width, int32 height, then ``height * width * 2`` float32 values, row-major, ``u`` and
+  ``v`` interleaved. Nothing follows the data.
+* KITTI flow PNG: 16-bit 3-channel PNG, R = u, G = v, B = valid (1 or 0); a stored value
+  ``s`` means ``(s - 2**15) / 64`` pixels. Writing computes ``s = flow * 64 + 2**15`` in
+  float32, clipped to [0, 65535] and truncated to an integer, as the KITTI devkit does;
+  invalid pixels are written as (0, 0, 0) and read back as zero flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from amodalkit.atomic import atomic_path
+from amodalkit.errors import AmodalkitError
+
+if TYPE_CHECKING:
+    import torch
+
+FLO_MAGIC = 202021.25
+FLO_MAGIC_BYTES = np.array([FLO_MAGIC], "<f4").tobytes()
+FLO_HEADER = 12
+FLO_MAX_SIDE = 100_000
+KITTI_SCALE = 64.0
+KITTI_OFFSET = 2.0**15
+
+
+def _check_flow(flow: np.ndarray, path: str | Path) -> np.ndarray:
+    flow = np.asarray(flow)
+    if flow.ndim != 3 or flow.shape[2] != 2 or flow.shape[0] < 1 or flow.shape[1] < 1:
+        raise AmodalkitError(f"flow must be an (H, W, 2) array, got shape {flow.shape}", path)
+    return flow
+
+
+def read_flo(path: str | Path) -> np.ndarray:
+    """Read a Middlebury ``.flo`` file: (H, W, 2) float32 (u, v)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise AmodalkitError("flow file does not exist", path) from exc
+    if len(data) < FLO_HEADER:
+        raise AmodalkitError(f"truncated .flo file ({len(data)} bytes, the header alone is 12)", path)
+    if data[:4] != FLO_MAGIC_BYTES:
+        magic = float(np.frombuffer(data[:4], "<f4")[0])
+        raise AmodalkitError(f"not a .flo file: magic number {magic!r}, expected {FLO_MAGIC}", path)
+    width, height = (int(x) for x in np.frombuffer(data[4:12], "<i4"))
+    if not (0 < width < FLO_MAX_SIDE and 0 < height < FLO_MAX_SIDE):
+        raise AmodalkitError(f"corrupt .flo header: width {width}, height {height}", path)
+    expected = FLO_HEADER + width * height * 8
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "corrupt"
+        raise AmodalkitError(f"{what} .flo file: {len(data)} bytes, a {width}x{height} flow needs "
+                             f"{expected}", path)
+    return np.frombuffer(data, "<f4", offset=FLO_HEADER).reshape(height, width, 2).astype(np.float32)
+
+
+def write_flo(path: str | Path, flow: np.ndarray) -> Path:
+    """Write (H, W, 2) flow as a Middlebury ``.flo`` file (atomically); return the path."""
+    path = Path(path)
+    flow = _check_flow(flow, path)
+    h, w = flow.shape[:2]
+    header = FLO_MAGIC_BYTES + np.array([w, h], "<i4").tobytes()
+    payload = header + np.ascontiguousarray(flow, "<f4").tobytes()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return path
+
+
+def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a KITTI flow PNG: flow (H, W, 2) float32 and valid (H, W) bool; invalid flow is 0."""
+    path = Path(path)
+    if not path.exists():
+        raise AmodalkitError("flow file does not exist", path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise AmodalkitError("not a readable PNG image (truncated or corrupt)", path)
+    if raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] != 3:
+        chans = 1 if raw.ndim == 2 else raw.shape[2]
+        raise AmodalkitError(f"not a KITTI flow PNG: {raw.dtype} with {chans} channel(s), expected "
+                             f"16-bit with 3 channels", path)
+    rgb = raw[..., ::-1]
+    valid = rgb[..., 2] > 0
+    flow = (rgb[..., :2].astype(np.float32) - np.float32(KITTI_OFFSET)) / np.float32(KITTI_SCALE)
+    flow[~valid] = 0.0
+    return flow, valid
+
+
+def encode_kitti(flow: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Flow (H, W, 2) (+ valid (H, W)) to the KITTI PNG's (H, W, 3) uint16 R, G, B values."""
+    flow = _check_flow(flow, "<array>").astype(np.float32)
+    finite = np.isfinite(flow).all(axis=2)
+    valid = finite if valid is None else np.asarray(valid, bool) & finite
+    if valid.shape != flow.shape[:2]:
+        raise AmodalkitError(f"valid mask has shape {valid.shape}, flow is {flow.shape[:2]}")
+    scaled = np.nan_to_num(flow) * np.float32(KITTI_SCALE) + np.float32(KITTI_OFFSET)
+    scaled = np.clip(scaled, np.float32(0.0), np.float32(65535.0))
+    out = np.zeros((*flow.shape[:2], 3), np.uint16)
+    out[..., :2] = np.floor(scaled).astype(np.uint16)
+    out[..., 2] = 1
+    out[~valid] = 0
+    return out
+
+
+def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None = None) -> Path:
+    """Write (H, W, 2) flow (valid where finite, or where `valid`) as a KITTI flow PNG; return the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise AmodalkitError("a KITTI flow file must end in .png", path)
+    try:
+        rgb = encode_kitti(flow, valid)
+    except AmodalkitError as exc:
+        raise AmodalkitError(str(exc), path) from exc
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
+            raise AmodalkitError("OpenCV could not write the PNG", path)
+    return path
+
+
+def read_flow(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``.flo`` or KITTI ``.png`` flow by extension: flow (H, W, 2) float32, valid (H, W) bool."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".flo":
+        flow = read_flo(path)
+        return flow, np.isfinite(flow).all(axis=2) & (np.abs(flow) < 1e9).all(axis=2)
+    if suffix == ".png":
+        return read_kitti_png(path)
+    raise AmodalkitError("unknown flow file type (expected .flo or KITTI .png)", path)
+
+
+def write_flow(path: str | Path, flow: np.ndarray) -> Path:
+    """Write (H, W, 2) flow as ``.flo`` or KITTI ``.png``, chosen by the extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".flo":
+        return write_flo(path, flow)
+    if suffix == ".png":
+        return write_kitti_png(path, flow)
+    raise AmodalkitError("unknown flow file type (expected .flo or .png)", path)
+
+
+def _remap(image: np.ndarray, flow: np.ndarray, border: int) -> np.ndarray:
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    map_x = gx + flow[..., 0].astype(np.float32)
+    map_y = gy + flow[..., 1].astype(np.float32)
+    chans = [image[..., i:i + 4] for i in range(0, image.shape[2], 4)]
+    out = [cv2.remap(np.ascontiguousarray(c), map_x, map_y, cv2.INTER_LINEAR, borderMode=border,
+                     borderValue=0) for c in chans]
+    return np.concatenate([o.reshape(h, w, -1) for o in out], axis=2)
+
+
+def warp_backward(image: np.ndarray, flow: np.ndarray, padding: str = "zeros") -> np.ndarray:
+    """Sample `image` at each pixel plus its flow: ``out[y, x] = image[y + v, x + u]`` (bilinear).
+
+    Args:
+        image: ``(H, W)``, ``(H, W, C)`` or a batch ``(B, H, W, C)``; uint8, uint16, int16,
+            float32 or float64 (other dtypes, e.g. bool, are sampled as float32).
+        flow: ``(H, W, 2)`` or ``(B, H, W, 2)`` in pixels (``u`` along x, ``v`` along y).
+        padding: ``"zeros"`` (outside reads 0) or ``"border"`` (outside reads the nearest edge).
+
+    Returns:
+        The warped image, same shape as `image`. With the forward flow of frames t -> t+1,
+        ``warp_backward(frame[t+1], flow)`` approximates ``frame[t]``. OpenCV interpolates
+        with 1/32-pixel weights; use :func:`warp_backward_torch` for exact, differentiable sampling.
+    """
+    if padding not in ("zeros", "border"):
+        raise AmodalkitError(f"padding must be 'zeros' or 'border', got {padding!r}")
+    border = cv2.BORDER_CONSTANT if padding == "zeros" else cv2.BORDER_REPLICATE
+    image = np.asarray(image)
+    flow = np.asarray(flow)
+    if image.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        image = image.astype(np.float32)
+    batched = flow.ndim == 4
+    if flow.shape[-1] != 2 or flow.ndim not in (3, 4):
+        raise AmodalkitError(f"flow must be (H, W, 2) or (B, H, W, 2), got {flow.shape}")
+    squeeze = image.ndim == 2
+    img = image[..., None] if squeeze else image
+    if batched:
+        if img.ndim != 4 or img.shape[:3] != flow.shape[:3]:
+            raise AmodalkitError(f"image {image.shape} does not match flow {flow.shape}")
+        out = np.stack([_remap(i, f, border) for i, f in zip(img, flow, strict=True)])
+    else:
+        if img.ndim != 3 or img.shape[:2] != flow.shape[:2]:
+            raise AmodalkitError(f"image {image.shape} does not match flow {flow.shape}")
+        out = _remap(img, flow, border)
+    return out[..., 0] if squeeze else out
+
+
+def warp_backward_torch(image: torch.Tensor, flow: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Differentiable backward warp with ``grid_sample``: ``out[..., y, x] = image[..., y + v, x + u]``.
+
+    Args:
+        image: ``(B, C, H, W)`` float tensor.
+        flow: ``(B, 2, H, W)`` flow in pixels, channel 0 = u (x), channel 1 = v (y).
+        padding: ``"zeros"`` or ``"border"`` (clamp to the edge, as FlowNet2's Resample2d does).
+
+    Returns:
+        ``(B, C, H, W)``: bilinear samples of `image` (align_corners=True pixel grid).
+    """
+    if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2 or image.shape[0] != flow.shape[0] \
+            or image.shape[2:] != flow.shape[2:]:
+        raise AmodalkitError(f"image must be (B, C, H, W) and flow (B, 2, H, W) of the same size, got "
+                             f"{tuple(image.shape)} and {tuple(flow.shape)}")
+    import torch
+    import torch.nn.functional as F
+
+    _, _, h, w = flow.shape
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype)
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype)
+    gx = (xs[None, :] + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys[:, None] + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), dim=3)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding,
+                         align_corners=True)

@@ -1,0 +1,608 @@
+"""SaVos (§3, §E.1): self-supervised amodal video object segmentation.
+
+Per object clip (see :mod:`amodalkit.datasets.clips`), for each direction of time:
+
+* spatiotemporal embedding: h_t = LSTM(Enc([I_t, ΔV_t, V_t])) (eqs. 9-10);
+* amodal completor: [M̃_t, α_t] = DeConv_a([h_t, CNN_a(V_t)]) (eq. 11), M̃_t through a sigmoid,
+  α_t the alpha logit of the bi-directional blend;
+* motion predictor: ΔM̃_t = mean(ΔV_t over V_t) + DeConv_c([h_t, CNN_c(ΔV_t)]) (eq. 12);
+* warp without parameters: M̂_{t+1} = Warp(M̃_t, ΔM̃_t), a differentiable forward
+  (splatting) warp, so M̂_{t+1}[x + ΔM̃_t(x)] = M̃_t[x] (eq. 2).
+
+The backward direction runs the same network on the reversed clip with the backward flow.
+Where both directions predict a frame, a softmax over their warped alphas blends them
+(eq. 8); the blend M̂_t is the model's amodal prediction. The loss is
+λ1 · L_M + λ2 · L_C: L_M the W-weighted BCE of M̂_t against V_t (eqs. 3-5), L_C the soft-IoU
+distance between each direction's completion M̃_t and its warped prediction M̂_t (eq. 6).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amodalkit.checkpoint import Checkpoint, load_state_strict, read_checkpoint, save_checkpoint
+from amodalkit.datasets.clips import ClipCrop, build_clip, collate_clips
+from amodalkit.errors import AmodalkitError
+from amodalkit.models.base import AmodalMethod
+from amodalkit.shards import Video
+
+MODEL_NAME = "savos"
+EPS = 1e-6
+PAPER_CHANNELS = (32, 64, 128, 256, 256, 512)
+ABLATIONS = ("no_consistency", "no_bidirectional", "no_temporal", "no_flow", "no_image")
+
+
+@dataclass(frozen=True)
+class SavosConfig:
+    """Architecture, input geometry, loss weights and the Table 2 ablation switches.
+
+    The encoders have one stride-2 layer per halving of the crop down to 4x8, then the
+    paper's (3,4)/(1,2) layer and a final 4x4 layer, so ``channels`` needs
+    log2(crop_h / 4) + 2 entries; (64, 128) with 32..512 is the paper's §E.1 network. The
+    decoders mirror the encoders with transposed convolutions. ``width`` multiplies every
+    channel count; smaller crops make the network shallower. Square crops (an extension for
+    square objects) replace the (3,4)/(1,2) layer by a 3x3 stride-1 one. ``crop_mode`` picks
+    one box per clip (``clip``) or a box that follows the object (``track``, see
+    :class:`amodalkit.datasets.clips.ClipCrop`); ``clip_len`` 0 trains on whole videos.
+    """
+
+    crop_size: tuple[int, int] = (64, 128)
+    channels: tuple[int, ...] = PAPER_CHANNELS
+    width: float = 1.0
+    hidden: int = 256
+    clip_len: int = 10
+    enlarge: float = 1.5
+    crop_mode: str = "clip"
+    lambda_mask: float = 1.0
+    lambda_consistency: float = 1.0
+    warp: str = "splat"
+    no_consistency: bool = False
+    no_bidirectional: bool = False
+    no_temporal: bool = False
+    no_flow: bool = False
+    no_image: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
+        object.__setattr__(self, "channels", tuple(int(v) for v in self.channels))
+        h, w = self.crop_size
+        n = self.num_downsamples
+        if h < 4 or w not in (h, 2 * h) or 4 * 2 ** n != h:
+            raise AmodalkitError(f"crop size must be (4*2^n, 8*2^n) or square (4*2^n, 4*2^n) with n >= 0, "
+                                 f"e.g. (64, 128), (32, 64) or (32, 32); got {self.crop_size}")
+        if len(self.channels) != n + 2:
+            raise AmodalkitError(f"a {h}x{w} crop needs {n + 2} encoder channel counts "
+                                 f"({n} stride-2 layers + 2), got {len(self.channels)}: {self.channels}")
+        if self.width <= 0 or self.hidden < 1 or min(self.channels) < 1:
+            raise AmodalkitError("width, hidden size and channel counts must be positive")
+        if self.warp not in ("splat", "sample"):
+            raise AmodalkitError(f"warp must be 'splat' or 'sample', got {self.warp!r}")
+        if self.clip_len < 0 or self.clip_len == 1:
+            raise AmodalkitError("clip length must be 0 (whole video) or at least 2")
+        if self.crop_mode not in ("clip", "track"):
+            raise AmodalkitError(f"crop mode must be 'clip' or 'track', got {self.crop_mode!r}")
+
+    @property
+    def num_downsamples(self) -> int:
+        """Stride-2 layers of each encoder: log2(crop_h / 4)."""
+        h = self.crop_size[0]
+        return max(0, round(math.log2(max(h, 1) / 4)))
+
+    def scaled_channels(self) -> tuple[int, ...]:
+        """Channel counts after the width multiplier."""
+        return tuple(max(1, round(c * self.width)) for c in self.channels)
+
+    @property
+    def square(self) -> bool:
+        """Square crops: the 4x8 -> 4x4 layer becomes 4x4 -> 4x4."""
+        return self.crop_size[0] == self.crop_size[1]
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the spatiotemporal encoder: image, flow, visible mask."""
+        return (0 if self.no_image else 3) + (0 if self.no_flow else 2) + 1
+
+    @classmethod
+    def paper(cls, **changes: object) -> SavosConfig:
+        """The paper's configuration (§E.1): 64x128 crops, 32..512 channels, LSTM 256."""
+        return cls(**changes)
+
+    @classmethod
+    def small(cls, **changes: object) -> SavosConfig:
+        """A CPU-sized variant: 32x32 crops that follow the object, narrow encoders, LSTM 128."""
+        base = {"crop_size": (32, 32), "channels": (16, 32, 64, 64, 128), "hidden": 128, "crop_mode": "track"}
+        return cls(**{**base, **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SavosConfig:
+        """Rebuild from ``asdict`` output (e.g. a checkpoint's JSON), refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AmodalkitError(f"unknown SaVos config keys {unknown}")
+        return cls(**data)
+
+
+def default_channels(crop_size: tuple[int, int], width: float = 1.0) -> tuple[int, ...]:
+    """The paper's channels at the depth a crop allows: early stride-2 layers dropped (or 32s added)."""
+    n = max(0, round(math.log2(max(int(crop_size[0]), 1) / 4)))
+    strided = PAPER_CHANNELS[:4]
+    strided = strided[4 - n:] if n <= 4 else (strided[0],) * (n - 4) + strided
+    return tuple(max(1, round(c * width)) for c in strided + PAPER_CHANNELS[4:])
+
+
+def forward_warp(src: torch.Tensor, flow: torch.Tensor, mode: str = "splat") -> torch.Tensor:
+    """Move `src` along `flow` so that out[x + flow(x)] = src[x]: (N, C, h, w), (N, 2, h, w) -> (N, C, h, w).
+
+    ``splat``: bilinear forward splatting, normalised where several sources land on one
+    pixel (weights summing above 1), so masks stay in [0, 1]; differentiable in both inputs.
+    ``sample``: the official code's approximation, backward sampling at x - flow(x).
+    Flow channels are (u, v) = (dx, dy) in pixels; nothing enters from outside the frame.
+    """
+    src = src.float()
+    flow = flow.float()
+    n, c, h, w = src.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=src.device, dtype=flow.dtype),
+                            torch.arange(w, device=src.device, dtype=flow.dtype), indexing="ij")
+    if mode == "sample":
+        gx = (xs - flow[:, 0]) * (2.0 / w) + (1.0 / w - 1.0)
+        gy = (ys - flow[:, 1]) * (2.0 / h) + (1.0 / h - 1.0)
+        return F.grid_sample(src, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
+                             align_corners=False)
+    x = xs + flow[:, 0]
+    y = ys + flow[:, 1]
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    fx = x - x0
+    fy = y - y0
+    out = src.new_zeros((n, c, h * w))
+    wsum = src.new_zeros((n, 1, h * w))
+    flat_src = src.reshape(n, c, h * w)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            cx = x0 + dx
+            cy = y0 + dy
+            inside = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+            weight = (wx * wy * inside).reshape(n, 1, h * w)
+            idx = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long().reshape(n, 1, h * w)
+            out = out.scatter_add(2, idx.expand(n, c, h * w), flat_src * weight)
+            wsum = wsum.scatter_add(2, idx, weight)
+    return (out / wsum.clamp(min=1.0)).reshape(n, c, h, w)
+
+
+def soft_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Differentiable IoU of soft masks over the last two axes: (..., h, w) -> (...)."""
+    inter = (a * b).sum(dim=(-2, -1))
+    union = (a + b - a * b).sum(dim=(-2, -1))
+    return (inter + EPS) / (union + EPS)
+
+
+def _block(cin: int, cout: int, kernel: int | tuple[int, int], stride: int | tuple[int, int],
+           pad: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, pad), nn.GroupNorm(1, cout), nn.LeakyReLU(0.2))
+
+
+class Encoder(nn.Module):
+    """CNN of §E.1: GroupNorm + LeakyReLU after each layer, down to 1x1: (N, C, h, w) -> (N, out_dim)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], out_dim: int,
+                 square: bool = False) -> None:
+        super().__init__()
+        n = len(channels) - 2
+        layers = []
+        cin = in_channels
+        for c in channels[:n]:
+            layers.append(_block(cin, c, 4, 2, 1))
+            cin = c
+        layers.append(_block(cin, channels[n], 3 if square else (3, 4), 1 if square else (1, 2), 1))
+        layers.append(_block(channels[n], channels[n + 1], 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels[-1], out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x).flatten(1))
+
+
+class Decoder(nn.Module):
+    """Mirror of :class:`Encoder` with transposed convolutions: (N, in_dim) -> (N, out_channels, h, w)."""
+
+    def __init__(self, in_dim: int, channels: tuple[int, ...], out_channels: int,
+                 square: bool = False) -> None:
+        super().__init__()
+        n = len(channels) - 2
+        self.fc = nn.Linear(in_dim, channels[-1])
+        below = channels[n - 1] if n else out_channels
+        specs = [(channels[n + 1], channels[n], 4, 1, 0),
+                 (channels[n], below, 3 if square else (3, 4), 1 if square else (1, 2), 1)]
+        for i in range(n - 1, 0, -1):
+            specs.append((channels[i], channels[i - 1], 4, 2, 1))
+        if n:
+            specs.append((channels[0], out_channels, 4, 2, 1))
+        layers = []
+        for cin, cout, k, s, p in specs:
+            layers += [nn.GroupNorm(1, cin), nn.LeakyReLU(0.2), nn.ConvTranspose2d(cin, cout, k, s, p)]
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def last(self) -> nn.ConvTranspose2d:
+        """The output layer (no norm or activation after it)."""
+        return self.net[-1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z)[:, :, None, None])
+
+
+class SavosNet(nn.Module):
+    """The SaVos network; ``forward`` takes a batch of clips and returns every intermediate map."""
+
+    def __init__(self, config: SavosConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch = config.scaled_channels()
+        d = config.hidden
+        sq = config.square
+        self.st_encoder = Encoder(config.in_channels, ch, d, sq)
+        self.seq = nn.Identity() if config.no_temporal else nn.LSTM(d, d, batch_first=True)
+        self.mask_encoder = Encoder(1, ch, d, sq)
+        self.mask_decoder = Decoder(2 * d, ch, 2, sq)
+        self.motion_encoder = Encoder(2, ch, d, sq)
+        self.motion_decoder = Decoder(2 * d, ch, 2, sq)
+        nn.init.zeros_(self.motion_decoder.last.weight)
+        nn.init.zeros_(self.motion_decoder.last.bias)
+
+    def run_direction(self, image: torch.Tensor, visible: torch.Tensor, flow: torch.Tensor,
+                      valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One direction of time over clips.
+
+        image (N, T, 3, h, w), visible (N, T, h, w), flow (N, T, 2, h, w) from t to the
+        next frame of this direction, valid (N, T) -> completion, alpha (N, T, h, w), motion
+        (N, T, 2, h, w), warped and warped_alpha (N, T, h, w) (frame t warped from t-1;
+        zero at t = 0) and has_warped (N, T) bool.
+        """
+        cfg = self.config
+        n, t, _, h, w = image.shape
+        vis = visible[:, :, None]
+        inputs = ([] if cfg.no_image else [image - 0.5]) + ([] if cfg.no_flow else [flow]) + [vis]
+        x = torch.cat(inputs, dim=2).reshape(n * t, -1, h, w)
+        f = self.st_encoder(x).reshape(n, t, -1)
+        hidden = f if cfg.no_temporal else self.seq(f)[0]
+        hidden = hidden.reshape(n * t, -1)
+        out = self.mask_decoder(torch.cat([hidden, self.mask_encoder(vis.reshape(n * t, 1, h, w))], dim=1))
+        completion = (1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5
+        alpha = out[:, 1]
+        flow_flat = flow.reshape(n * t, 2, h, w)
+        residual = self.motion_decoder(torch.cat([hidden, self.motion_encoder(flow_flat)], dim=1))
+        motion = residual + mean_visible_flow(flow, visible, valid).reshape(n * t, 2, 1, 1)
+        completion = completion.reshape(n, t, h, w)
+        alpha = alpha.reshape(n, t, h, w)
+        motion = motion.reshape(n, t, 2, h, w)
+        moved = forward_warp(torch.stack([completion[:, :-1], alpha[:, :-1]], dim=2).reshape(-1, 2, h, w),
+                             motion[:, :-1].reshape(-1, 2, h, w), cfg.warp).reshape(n, t - 1, 2, h, w)
+        zeros = completion.new_zeros((n, 1, h, w))
+        warped = torch.cat([zeros, moved[:, :, 0]], dim=1)
+        warped_alpha = torch.cat([zeros, moved[:, :, 1]], dim=1)
+        has = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, 1:] & valid[:, :-1]], dim=1)
+        return {"completion": completion, "alpha": alpha, "motion": motion, "warped": warped,
+                "warped_alpha": warped_alpha, "has_warped": has}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Both directions and their blend for a batch of clips (layout of :mod:`amodalkit.datasets.clips`).
+
+        Returns ``prediction`` (B, T, h, w), the amodal probability of every frame (the
+        blend of the warped predictions; a frame no direction warps to falls back to the
+        forward completion), plus ``forward_*`` and, when bi-directional, ``backward_*``
+        maps of :meth:`run_direction` in the clip's own time order.
+        """
+        image = batch["image"].permute(0, 2, 1, 3, 4)
+        flow = batch["flow"].permute(0, 2, 1, 3, 4)
+        visible, valid = batch["visible"], batch["valid"].bool()
+        b = image.shape[0]
+        if self.config.no_bidirectional:
+            fwd = self.run_direction(image, visible, flow, valid)
+            out = {f"forward_{k}": v for k, v in fwd.items()}
+            has = fwd["has_warped"]
+            pred = torch.where(has[:, :, None, None], fwd["warped"], fwd["completion"])
+            return {"prediction": pred, "has_prediction": has, **out}
+        back_flow = batch["flow_backward"].permute(0, 2, 1, 3, 4).flip(1)
+        both = self.run_direction(torch.cat([image, image.flip(1)]), torch.cat([visible, visible.flip(1)]),
+                                  torch.cat([flow, back_flow]), torch.cat([valid, valid.flip(1)]))
+        fwd = {k: v[:b] for k, v in both.items()}
+        bwd = {k: v[b:].flip(1) for k, v in both.items()}
+        hf, hb = fwd["has_warped"], bwd["has_warped"]
+        off = torch.full_like(fwd["warped_alpha"], -1e4)
+        af = torch.where(hf[:, :, None, None], fwd["warped_alpha"], off)
+        ab = torch.where(hb[:, :, None, None], bwd["warped_alpha"], off)
+        wf = torch.sigmoid(af - ab)
+        blend = wf * fwd["warped"] + (1 - wf) * bwd["warped"]
+        has = hf | hb
+        pred = torch.where(has[:, :, None, None], blend, fwd["completion"])
+        out = {f"forward_{k}": v for k, v in fwd.items()} | {f"backward_{k}": v for k, v in bwd.items()}
+        return {"prediction": pred, "has_prediction": has, "forward_weight": wf, **out}
+
+
+def mean_visible_flow(flow: torch.Tensor, visible: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The "common fate" motion: mean flow over the visible mask, (N, T, 2, h, w), (N, T, h, w) -> (N, T, 2).
+
+    A frame where the object is not visible takes the last visible frame's mean (zero
+    before the first one).
+    """
+    wts = visible * valid[:, :, None, None]
+    mass = wts.sum(dim=(-2, -1))
+    mean = (flow * wts[:, :, None]).sum(dim=(-2, -1)) / mass.clamp(min=EPS)[:, :, None]
+    seen = mass > 1e-3
+    out = []
+    last = mean.new_zeros(mean[:, 0].shape)
+    for t in range(mean.shape[1]):
+        last = torch.where(seen[:, t, None], mean[:, t], last)
+        out.append(last)
+    return torch.stack(out, dim=1)
+
+
+def savos_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+               config: SavosConfig) -> dict[str, torch.Tensor]:
+    """λ1 · L_M + λ2 · L_C for a batch; returns ``loss``, ``mask`` and ``consistency`` (scalars).
+
+    L_M: mean over predicted object-frames of the pixel mean of W ⊙ BCE(M̂_t, V_t).
+    L_C: mean over each direction's warped frames of 1 - softIoU(M̃_t, M̂_t).
+    """
+    valid = batch["valid"].bool()
+    target = batch["visible"]
+    pred = out["prediction"].clamp(EPS, 1 - EPS)
+    bce = -(target * torch.log(pred) + (1 - target) * torch.log(1 - pred))
+    per_frame = (batch["weight"] * bce).mean(dim=(-2, -1))
+    has = out["has_prediction"] & valid
+    mask_loss = (per_frame * has).sum() / has.sum().clamp(min=1)
+    cons_terms, cons_n = [], []
+    for d in ("forward", "backward"):
+        if f"{d}_completion" not in out:
+            continue
+        hd = out[f"{d}_has_warped"] & valid
+        dist = 1 - soft_iou(out[f"{d}_completion"], out[f"{d}_warped"])
+        cons_terms.append((dist * hd).sum())
+        cons_n.append(hd.sum())
+    consistency = torch.stack(cons_terms).sum() / torch.stack(cons_n).sum().clamp(min=1)
+    lam_c = 0.0 if config.no_consistency else config.lambda_consistency
+    loss = config.lambda_mask * mask_loss + lam_c * consistency
+    return {"loss": loss, "mask": mask_loss.detach(), "consistency": consistency.detach()}
+
+
+def visible_iou(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> float:
+    """IoU of the thresholded prediction with the visible masks where W gives feedback (all frames pooled)."""
+    has = (out["has_prediction"] & batch["valid"].bool())[:, :, None, None]
+    feedback = batch["weight"] > 0.5
+    pred = (out["prediction"] > 0.5) & feedback & has
+    vis = (batch["visible"] > 0.5) & has
+    inter = (pred & vis).sum().item()
+    union = (pred | vis).sum().item()
+    return (inter + EPS) / (union + EPS)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def save_savos(path: str | Path, model: SavosNet, extra: dict | None = None, half: bool = False) -> Path:
+    """Write a SaVos checkpoint (safetensors weights + config JSON)."""
+    return save_checkpoint(path, MODEL_NAME, asdict(model.config), model.state_dict(), extra, half=half)
+
+
+def load_savos(source: str | Path | Checkpoint, device: str | torch.device = "cpu",
+               path: str | Path | None = None) -> SavosNet:
+    """Rebuild a SaVos network from a checkpoint (path or already read), checking config against weights."""
+    ck = source if isinstance(source, Checkpoint) else read_checkpoint(source, expect_model=MODEL_NAME)
+    where = path if isinstance(source, Checkpoint) else source
+    if ck.model != MODEL_NAME:
+        raise AmodalkitError(f"checkpoint holds a {ck.model!r} model, expected {MODEL_NAME!r}", where)
+    try:
+        config = SavosConfig.from_dict(ck.config)
+    except (TypeError, AmodalkitError) as exc:
+        raise AmodalkitError(f"invalid SaVos config in checkpoint: {exc}", where) from exc
+    model = SavosNet(config)
+    load_state_strict(model, ck.state_dict, where)
+    return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """Test-time adaptation (§3.2): optimise the training loss on one test video."""
+
+    max_iters: int = 50
+    lr: float = 1e-4
+    window: int = 10
+    min_gain: float = 0.01
+
+
+@dataclass
+class TTAStats:
+    """What adaptation did over the videos it ran on."""
+
+    iterations: list[int] = field(default_factory=list)
+    visible_iou_before: list[float] = field(default_factory=list)
+    visible_iou_after: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Means over the adapted videos."""
+        def mean(v: list) -> float:
+            return float(np.mean(v)) if v else float("nan")
+
+        return {"videos": len(self.iterations), "mean_iterations": mean(self.iterations),
+                "visible_iou_before": mean(self.visible_iou_before),
+                "visible_iou_after": mean(self.visible_iou_after)}
+
+
+def adapt(model: SavosNet, batch: dict[str, torch.Tensor],
+          tta: TTAConfig) -> tuple[SavosNet, int, list[float]]:
+    """Fine-tune a copy of `model` on one video's clips; stop when the visible-part IoU gained
+    less than ``min_gain`` over the last ``window`` iterations, or at ``max_iters``.
+
+    Returns the adapted copy, the iterations run and the visible IoU before each iteration
+    (plus the final one).
+    """
+    adapted = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(adapted.parameters(), lr=tta.lr)
+    history: list[float] = []
+    iters = 0
+    while True:
+        out = adapted(batch)
+        history.append(visible_iou(out, batch))
+        if iters >= tta.max_iters:
+            break
+        if len(history) > tta.window and history[-1] - history[-1 - tta.window] < tta.min_gain:
+            break
+        loss = savos_loss(out, batch, adapted.config)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        iters += 1
+    return adapted.eval(), iters, history
+
+
+class SavosMethod(AmodalMethod):
+    """A trained SaVos network as an amodal method: every object of a video in one batch.
+
+    Each object is cut into clips of ``window`` frames (default: the training clip length;
+    0 = the whole video) overlapping by half, cropped like training clips, predicted, pasted
+    back to full resolution and averaged where windows overlap. With ``tta`` a copy of the
+    network is first adapted to each video (§3.2).
+
+    With ``occluders_only`` (the official evaluation's rule) the prediction is kept only on
+    pixels covered by the *other* objects' visible masks, the only place a hidden part can
+    be; elsewhere the output is the object's own visible mask.
+    """
+
+    name = MODEL_NAME
+    fields = ("frames", "flow", "flow_backward")
+
+    def __init__(self, model: SavosNet | None = None, checkpoint: str | Path | None = None,
+                 device: str | torch.device = "cpu", window: int | None = None, batch_size: int = 64,
+                 tta: TTAConfig | None = None, occluders_only: bool = True) -> None:
+        if model is None:
+            if checkpoint is None:
+                raise AmodalkitError("the savos method needs a trained model: give a checkpoint")
+            model = load_savos(checkpoint, device)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.window = model.config.clip_len if window is None else window
+        self.batch_size = batch_size
+        self.tta = tta
+        self.tta_stats = TTAStats()
+        self.occluders_only = occluders_only
+
+    def with_tta(self, tta: TTAConfig | None) -> SavosMethod:
+        """The same method with test-time adaptation switched on (or off with None)."""
+        other = copy.copy(self)
+        other.tta = tta
+        other.tta_stats = TTAStats()
+        return other
+
+    def describe(self) -> dict:
+        info = {"method": self.name, "checkpoint": self.checkpoint, "window": self.window,
+                "occluders_only": self.occluders_only, "config": asdict(self.model.config)}
+        if self.tta is not None:
+            info["tta"] = {**asdict(self.tta), **self.tta_stats.summary()}
+        return info
+
+    def video_clips(self, video: Video) -> tuple[list[tuple[int, int, ClipCrop]],
+                                                 dict[str, torch.Tensor] | None]:
+        """Every (object, window start, crop box) with visible pixels, and their clips as one batch."""
+        cfg = self.model.config
+        t = video.num_frames
+        length = t if self.window == 0 else min(self.window, t)
+        starts = list(range(0, t - length + 1, max(1, length // 2)))
+        if starts[-1] != t - length:
+            starts.append(t - length)
+        items, where = [], []
+        for k in range(video.num_objects):
+            for s in starts:
+                sel = slice(s, s + length)
+                if not (video.visible_ids[sel] == k + 1).any():
+                    continue
+                fsel = slice(s, s + length - 1)
+                item = build_clip(video.frames[sel], video.visible_ids[sel], video.presence[k, sel],
+                                  None if video.flow is None else video.flow[fsel],
+                                  None if video.flow_backward is None else video.flow_backward[fsel],
+                                  k, cfg.crop_size, cfg.enlarge, mode=cfg.crop_mode)
+                where.append((k, s, ClipCrop.from_tensor(item["box"], video.size, cfg.crop_size)))
+                items.append(item)
+        return where, (collate_clips(items) if items else None)
+
+    @torch.no_grad()
+    def _predict(self, model: SavosNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        preds = []
+        n = batch["valid"].shape[0]
+        for i in range(0, n, self.batch_size):
+            part = {k: v[i:i + self.batch_size].to(self.device) for k, v in batch.items()}
+            preds.append(model(part)["prediction"].float().cpu())
+        return torch.cat(preds)
+
+    def predict_video(self, video: Video) -> np.ndarray:
+        where, batch = self.video_clips(video)
+        k_, t, (h, w) = video.num_objects, video.num_frames, video.size
+        total = np.zeros((k_, t, h, w), np.float32)
+        count = np.zeros((k_, t), np.float32)
+        if batch is None:
+            return total
+        model = self.model
+        if self.tta is not None:
+            model, iters, history = adapt(model, {k: v.to(self.device) for k, v in batch.items()}, self.tta)
+            self.tta_stats.iterations.append(iters)
+            self.tta_stats.visible_iou_before.append(history[0])
+            self.tta_stats.visible_iou_after.append(history[-1])
+        preds = self._predict(model, batch)
+        for (k, s, box), pred in zip(where, preds):
+            length = pred.shape[0]
+            total[k, s:s + length] += box.paste_back(pred).numpy()
+            count[k, s:s + length] += 1
+        out = total / np.maximum(count, 1)[:, :, None, None]
+        if self.occluders_only:
+            ids = video.visible_ids[None]
+            obj = np.arange(1, k_ + 1, dtype=ids.dtype)[:, None, None, None]
+            out = np.where((ids != 0) & (ids != obj), out, (ids == obj).astype(np.float32))
+        return out
+
+
+def method_from_savos_checkpoint(ck: Checkpoint, path: str | Path, device: str = "cpu") -> SavosMethod:
+    """A :class:`SavosMethod` from a checkpoint already read (used by the registry)."""
+    return SavosMethod(load_savos(ck, device, path), checkpoint=path, device=device)
+
+
+PRESETS: dict[str, Callable[..., SavosConfig]] = {"paper": SavosConfig.paper, "small": SavosConfig.small}
+
+
+def build_config(preset: str = "paper", crop: str | tuple[int, int] | None = None,
+                 channels: str | tuple[int, ...] | None = None, **changes: object) -> SavosConfig:
+    """A preset with CLI-style overrides: ``crop`` "HxW", ``channels`` "a,b,c", None keeps the preset.
+
+    A crop without channels takes the paper's channels at the depth that crop allows.
+    """
+    if preset not in PRESETS:
+        raise AmodalkitError(f"unknown SaVos preset {preset!r}; choose from {sorted(PRESETS)}")
+    over = {k: v for k, v in changes.items() if v is not None and v is not False}
+    if isinstance(crop, str):
+        try:
+            crop = tuple(int(v) for v in crop.lower().split("x"))
+        except ValueError as exc:
+            raise AmodalkitError(f"--crop must look like 32x64, got {crop!r}") from exc
+    if isinstance(channels, str):
+        try:
+            channels = tuple(int(v) for v in channels.split(","))
+        except ValueError as exc:
+            raise AmodalkitError(f"--channels must look like 16,32,64,64,128, got {channels!r}") from exc
+    if crop is not None:
+        over["crop_size"] = tuple(crop)
+        if channels is None:
+            over["channels"] = default_channels(crop)
+    if channels is not None:
+        over["channels"] = tuple(channels)
+    return PRESETS[preset](**over)

@@ -1,0 +1,368 @@
+"""Optical flow backends behind one registry, and the stage that fills shards with flow.
+
+Backends (``get_flow_backend(name, checkpoint, device)``):
+
+* ``dis`` (default): OpenCV's DIS optical flow with its documented ``MEDIUM`` preset (the
+  one with variational refinement; ``dis:fast`` and ``dis:ultrafast`` pick the others).
+  Needs no weights; runs on the grayscale frames.
+* ``flownet2``: FlowNet2 in plain PyTorch (:mod:`amodalkit.preprocess.flownet2`), from the
+  official ``FlowNet2_checkpoint.pth.tar`` the user brings (``checkpoint``).
+* ``ptlflow:NAME``: any model of the optional ``ptlflow`` package (``pip install ptlflow``),
+  with ``checkpoint`` a ptlflow checkpoint name (e.g. ``things``) or file.
+
+Every backend maps frame pairs to forward flow: ``compute_pairs(first, second)`` with
+``(N, H, W, 3)`` uint8 RGB batches gives ``(N, H, W, 2)`` float32 flow such that
+``second[y + v, x + u] ~ first[y, x]``. ``compute(frames)`` is the forward flow of a video
+(pairs t, t+1) and ``compute_backward(frames)`` the backward flow (pairs t+1, t).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from amodalkit.errors import AmodalkitError
+
+if TYPE_CHECKING:
+    import torch
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+DEFAULT_DIS_PRESET = "medium"
+FRAME_FORMATS = {"flo": ".flo", "kitti-png": ".png"}
+
+Progress = Callable[[int], object] | None
+
+
+class FlowBackend:
+    """A flow estimator: subclasses implement :meth:`_pairs` on one batch of frame pairs."""
+
+    name: str = ""
+    provenance: dict
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 twice -> ``(N, H, W, 2)`` float32 forward flow."""
+        raise NotImplementedError
+
+    def compute_pairs(self, first: np.ndarray, second: np.ndarray, batch_size: int = 1,
+                      progress: Progress = None) -> np.ndarray:
+        """Forward flow of pairs: ``(N, H, W, 3)`` uint8 RGB twice -> ``(N, H, W, 2)`` float32."""
+        first, second = _as_frames(first), _as_frames(second)
+        if first.shape != second.shape:
+            raise AmodalkitError(f"frame batches differ in shape: {first.shape} and {second.shape}")
+        if batch_size < 1:
+            raise AmodalkitError("--batch-size must be at least 1")
+        n, h, w = first.shape[:3]
+        out = np.empty((n, h, w, 2), np.float32)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            out[start:stop] = self._pairs(first[start:stop], second[start:stop])
+            if progress is not None:
+                progress(stop - start)
+        return out
+
+    def compute(self, frames: np.ndarray, batch_size: int = 1, progress: Progress = None) -> np.ndarray:
+        """Forward flow of a video: ``(T, H, W, 3)`` uint8 -> ``(T-1, H, W, 2)`` float32 (pairs t, t+1)."""
+        frames = _as_frames(frames)
+        return self.compute_pairs(frames[:-1], frames[1:], batch_size, progress)
+
+    def compute_backward(self, frames: np.ndarray, batch_size: int = 1,
+                         progress: Progress = None) -> np.ndarray:
+        """Backward flow of a video: ``(T, H, W, 3)`` -> ``(T-1, H, W, 2)``, entry t maps frame t+1 to t."""
+        frames = _as_frames(frames)
+        return self.compute_pairs(frames[1:], frames[:-1], batch_size, progress)
+
+
+def _as_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[3] != 3 or arr.dtype != np.uint8:
+        raise AmodalkitError(f"frames must be (T, H, W, 3) uint8 RGB, got {arr.shape} {arr.dtype}")
+    return arr
+
+
+class DISBackend(FlowBackend):
+    """OpenCV DIS optical flow (Kroeger et al. 2016) on grayscale frames; no weights."""
+
+    def __init__(self, preset: str = DEFAULT_DIS_PRESET) -> None:
+        if preset not in DIS_PRESETS:
+            raise AmodalkitError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+        self.preset = preset
+        self.name = "dis" if preset == DEFAULT_DIS_PRESET else f"dis:{preset}"
+        self.provenance = {"backend": self.name, "opencv": cv2.__version__, "preset": preset}
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        out = []
+        for a, b in zip(first, second, strict=True):
+            ga = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+            gb = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
+            out.append(self._dis.calc(ga, gb, None))
+        return np.stack(out)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AmodalkitError("--device cuda was asked for but PyTorch sees no CUDA GPU (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise AmodalkitError(f"unknown device {device!r} (auto, cpu or cuda)")
+    return device
+
+
+class _TorchBackend(FlowBackend):
+    """Shared batching for PyTorch models: uint8 (N, H, W, 3) -> float (N, 3, H, W) on the device."""
+
+    device: str
+
+    def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
+
+
+class FlowNet2Backend(_TorchBackend):
+    """FlowNet2 from the official checkpoint, in plain PyTorch (CPU or GPU)."""
+
+    name = "flownet2"
+
+    def __init__(self, checkpoint: str | Path | None, device: str = "cpu") -> None:
+        from amodalkit.preprocess.flownet2 import load_flownet2
+
+        if checkpoint is None:
+            raise AmodalkitError("the flownet2 backend needs --checkpoint FlowNet2_checkpoint.pth.tar "
+                                 "(the official NVIDIA/flownet2-pytorch weights)")
+        self.device = resolve_device(device)
+        self.model = load_flownet2(checkpoint, self.device)
+        self.provenance = {"backend": self.name, "checkpoint": Path(checkpoint).name}
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        import torch
+
+        from amodalkit.preprocess.flownet2 import estimate_flow
+
+        with torch.inference_mode():
+            flow = estimate_flow(self.model, self._to_tensor(first), self._to_tensor(second))
+        return flow.permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+class PtlflowBackend(_TorchBackend):
+    """Any model of the optional ptlflow package (RAFT, FlowNet2, ...), loaded by ptlflow."""
+
+    def __init__(self, model_name: str, checkpoint: str | Path | None, device: str = "cpu") -> None:
+        try:
+            import ptlflow
+        except ImportError as exc:
+            raise AmodalkitError("the ptlflow backend needs the optional ptlflow package: "
+                                 "pip install ptlflow") from exc
+        if checkpoint is None:
+            raise AmodalkitError(f"ptlflow:{model_name} needs --checkpoint: a ptlflow checkpoint name "
+                                 f"(e.g. things) or a checkpoint file")
+        self.device = resolve_device(device)
+        try:
+            model = ptlflow.get_model(model_name, ckpt_path=str(checkpoint))
+        except Exception as exc:
+            raise AmodalkitError(f"ptlflow could not build model {model_name!r} with checkpoint "
+                                 f"{checkpoint}: {exc}") from exc
+        self.model = model.to(self.device).eval()
+        self.name = f"ptlflow:{model_name}"
+        self.provenance = {"backend": self.name, "checkpoint": str(checkpoint),
+                           "ptlflow": getattr(ptlflow, "__version__", "")}
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        import torch
+
+        bgr = [self._to_tensor(f)[:, [2, 1, 0]] / 255.0 for f in (first, second)]
+        with torch.inference_mode():
+            preds = self.model({"images": torch.stack(bgr, dim=1)})
+        return preds["flows"][:, 0].permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+def _make_dis(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+    if checkpoint is not None:
+        raise AmodalkitError("the dis backend uses no weights; drop --checkpoint", checkpoint)
+    return DISBackend(variant or DEFAULT_DIS_PRESET)
+
+
+def _make_flownet2(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+    if variant:
+        raise AmodalkitError(f"flownet2 has no variants, got 'flownet2:{variant}'")
+    return FlowNet2Backend(checkpoint, device)
+
+
+def _make_ptlflow(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+    if not variant:
+        raise AmodalkitError("name the ptlflow model: --backend ptlflow:NAME (e.g. ptlflow:raft)")
+    return PtlflowBackend(variant, checkpoint, device)
+
+
+BACKENDS: dict[str, Callable[[str, str | Path | None, str], FlowBackend]] = {
+    "dis": _make_dis,
+    "flownet2": _make_flownet2,
+    "ptlflow": _make_ptlflow,
+}
+
+
+def get_flow_backend(name: str = "dis", checkpoint: str | Path | None = None,
+                     device: str = "cpu") -> FlowBackend:
+    """Build a backend by name: ``dis[:PRESET]``, ``flownet2`` or ``ptlflow:NAME``."""
+    base, _, variant = name.partition(":")
+    if base not in BACKENDS:
+        raise AmodalkitError(f"unknown flow backend {name!r}; choose dis, flownet2 or ptlflow:NAME")
+    return BACKENDS[base](variant, checkpoint, device)
+
+
+def end_point_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean end-point error (L2) of ``(..., H, W, 2)`` flows, over `mask` ``(..., H, W)`` if given."""
+    err = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+    if mask is not None:
+        err = err[np.asarray(mask, bool)]
+    return float(err.mean()) if err.size else float("nan")
+
+
+def _to_float16(flow: np.ndarray) -> np.ndarray:
+    return np.clip(flow, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def count_flow_pairs(paths: Sequence[Path]) -> int:
+    """How many frame pairs (forward + backward) filling these shards computes."""
+    from amodalkit.shards import ShardReader
+
+    total = 0
+    for p in paths:
+        with ShardReader(p) as r:
+            total += sum(2 * max(r.meta(i)["num_frames"] - 1, 0) for i in range(len(r)))
+    return total
+
+
+def shard_has_flow(path: Path, backend: FlowBackend) -> bool:
+    """True when every video of the shard already holds both flows from this very backend."""
+    from amodalkit.shards import ShardReader
+
+    with ShardReader(path) as r:
+        done = all(r.meta(i)["flow_backend"] == backend.name
+                   and {"flow", "flow_backward"} <= set(r.meta(i)["fields"]) for i in range(len(r)))
+        return done and len(r) > 0 and r.provenance.get("flow") == backend.provenance
+
+
+def fill_shard_flow(path: str | Path, backend: FlowBackend, batch_size: int = 1,
+                    progress: Progress = None) -> Path:
+    """Compute forward and backward flow (float16) of every video and rewrite the shard atomically."""
+    from amodalkit.shards import Video, update_shard
+
+    def transform(video: Video) -> Video:
+        fwd = backend.compute(video.frames, batch_size, progress)
+        bwd = backend.compute_backward(video.frames, batch_size, progress)
+        return video.evolve(flow=_to_float16(fwd), flow_backward=_to_float16(bwd), flow_backend=backend.name)
+
+    return update_shard(path, transform, {"flow": backend.provenance})
+
+
+def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: int = 1,
+                     quiet: bool = False) -> list[Path]:
+    """Fill flow in every shard that lacks this backend's flow (a tqdm bar over frame pairs); return those."""
+    from tqdm import tqdm
+
+    todo = [Path(p) for p in paths if not shard_has_flow(Path(p), backend)]
+    with tqdm(total=count_flow_pairs(todo), unit="pair", desc=backend.name, disable=quiet) as bar:
+        for p in todo:
+            fill_shard_flow(p, backend, batch_size, bar.update)
+    return todo
+
+
+def _natural_key(path: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
+
+
+def list_frames(pattern: str) -> list[Path]:
+    """Frames matching a glob, in natural order (``frame2`` before ``frame10``); at least two."""
+    found = sorted(glob.glob(pattern), key=_natural_key)
+    if len(found) < 2:
+        raise AmodalkitError(f"optical flow needs at least two frames, {len(found)} match this pattern",
+                             pattern)
+    return [Path(p) for p in found]
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise AmodalkitError("cannot read this image", path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def flow_file_names(frames: Sequence[Path], out_dir: Path, fmt: str) -> list[Path]:
+    """One output per consecutive pair, named after the pair's first frame; never over an input."""
+    if fmt not in FRAME_FORMATS:
+        raise AmodalkitError(f"unknown flow file format {fmt!r}; choose {' or '.join(FRAME_FORMATS)}")
+    outs = [out_dir / (p.stem + FRAME_FORMATS[fmt]) for p in frames[:-1]]
+    if len({o.name for o in outs}) != len(outs):
+        raise AmodalkitError("two frames share a file stem, so their flow files would collide", out_dir)
+    inputs = {p.resolve() for p in frames}
+    for o in outs:
+        if o.resolve() in inputs:
+            raise AmodalkitError("the flow file would overwrite an input frame; choose another --out", o)
+    return outs
+
+
+def write_folder_flow(pattern: str, out_dir: str | Path, backend: FlowBackend, fmt: str = "flo",
+                      batch_size: int = 1, quiet: bool = False) -> list[Path]:
+    """Forward flow of consecutive frames matching `pattern`, one ``.flo`` / KITTI ``.png`` per pair."""
+    from tqdm import tqdm
+
+    frames = list_frames(pattern)
+    outs = flow_file_names(frames, Path(out_dir), fmt)
+    if batch_size < 1:
+        raise AmodalkitError("--batch-size must be at least 1")
+    with tqdm(total=len(outs), unit="pair", desc=backend.name, disable=quiet) as bar:
+        _write_pairs(frames, outs, backend, fmt, batch_size, bar.update)
+    return outs
+
+
+def _write_pairs(frames: list[Path], outs: list[Path], backend: FlowBackend, fmt: str, batch_size: int,
+                 progress: Progress) -> None:
+    from amodalkit.flowio import write_flo, write_kitti_png
+
+    writer = write_flo if fmt == "flo" else write_kitti_png
+    cache: dict[Path, np.ndarray] = {}
+    size: tuple[int, ...] | None = None
+    for start in range(0, len(outs), batch_size):
+        stop = min(start + batch_size, len(outs))
+        images = []
+        for p in frames[start:stop + 1]:
+            img = cache.get(p)
+            if img is None:
+                img = read_frame(p)
+                size = size or img.shape
+                if img.shape != size:
+                    raise AmodalkitError(f"frame is {img.shape[1]}x{img.shape[0]}, the first frame is "
+                                         f"{size[1]}x{size[0]}", p)
+            images.append(img)
+        cache = {frames[stop]: images[-1]}
+        batch = np.stack(images)
+        flows = backend.compute_pairs(batch[:-1], batch[1:], batch_size, progress)
+        for out, flow in zip(outs[start:stop], flows, strict=True):
+            writer(out, flow)
+
+
+def describe_flow_file(path: str | Path) -> str:
+    """One line about a ``.flo`` / KITTI ``.png`` flow file: size, valid share, magnitude."""
+    from amodalkit.flowio import read_flow
+
+    flow, valid = read_flow(path)
+    mag = np.linalg.norm(flow[valid], axis=-1) if valid.any() else np.zeros(1)
+    return (f"{path}: {flow.shape[1]}x{flow.shape[0]} flow, {100 * valid.mean():.1f}% valid, "
+            f"|flow| mean {mag.mean():.3f} max {mag.max():.3f} px")
