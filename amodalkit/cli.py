@@ -68,7 +68,7 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 
 @cli.command()
 @click.option("--method", default=None, help="Registered method name, e.g. convex.")
-@click.option("--model", default=None, help="A trained model, e.g. savos (with --checkpoint).")
+@click.option("--model", default=None, help="A trained model: savos (with --checkpoint) or zoo:NAME.")
 @click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
 @click.option("--data", "data", required=True, multiple=True, help="Shard file, folder or glob (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -82,10 +82,13 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 @click.option("--tta-lr", default=1e-4, show_default=True, type=float, help="Adam learning rate of TTA.")
 @click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
+@click.option("--k", "k", type=int, default=None, help="--method temporal: window of k frames (3 or 5).")
+@click.option("--bidirectional", is_flag=True, help="--method temporal: also aggregate backwards in time.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
              json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
-             tta_lr: float, occlusion_range: tuple[float, float] | None, quiet: bool) -> None:
+             tta_lr: float, occlusion_range: tuple[float, float] | None, k: int | None,
+             bidirectional: bool, quiet: bool) -> None:
     """Score a method with the paper's frame- and object-level full/occluded mIoU."""
     from amodalkit.atomic import write_json
     from amodalkit.evaluate import evaluate_method, format_table
@@ -97,13 +100,23 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
     if method is not None:
         if tta or checkpoint:
             raise AmodalkitError("--checkpoint and --tta go with --model, not --method")
-        m = build_method(method)
+        options = {"k": k, "bidirectional": bidirectional} if method == "temporal" else {}
+        if method != "temporal" and (k is not None or bidirectional):
+            raise AmodalkitError("--k and --bidirectional go with --method temporal")
+        m = build_method(method, **{key: v for key, v in options.items() if v is not None})
     else:
         from amodalkit.models.registry import method_from_checkpoint
         from amodalkit.train import resolve_device
 
+        if model.startswith("zoo:"):
+            from amodalkit.zoo import fetch_weights, get_entry
+
+            if checkpoint is not None:
+                raise AmodalkitError("--model zoo:NAME brings its own weights; drop --checkpoint")
+            checkpoint = str(fetch_weights(model[4:], quiet=quiet))
+            model = get_entry(model[4:]).model
         if checkpoint is None:
-            raise AmodalkitError(f"--model {model} needs --checkpoint FILE")
+            raise AmodalkitError(f"--model {model} needs --checkpoint FILE (or use --model zoo:NAME)")
         m = method_from_checkpoint(checkpoint, device=resolve_device(device))
         if m.name != model:
             raise AmodalkitError(f"the checkpoint holds a {m.name!r} model, not {model!r}", checkpoint)

@@ -128,3 +128,14 @@ def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_temporal_options(cg_savos, tmp_path: Path, capsys) -> None:
+    js = tmp_path / "t.json"
+    code, _, err = run(capsys, "evaluate", "--method", "temporal", "--k", "5", "--bidirectional", "--data",
+                       str(cg_savos / "test-00000.h5"), "--json", str(js), "--quiet")
+    assert code == 0, err
+    result = json.loads(js.read_text())
+    assert result["k"] == 5 and result["bidirectional"] is True
+    code, _, err = run(capsys, "evaluate", "--method", "convex", "--k", "3", "--data", str(cg_savos))
+    assert_one_line_error(code, err, "--method temporal")

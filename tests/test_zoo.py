@@ -134,3 +134,27 @@ def test_cli_list_and_download(registry: Path, capsys: pytest.CaptureFixture[str
     assert main(["zoo", "download", "corrupt", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sha256 mismatch" in err
+
+
+def test_load_and_evaluate_a_shipped_savos_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 cg_savos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from amodalkit.cli import main
+    from amodalkit.models.savos import SavosConfig, SavosNet, save_savos
+
+    torch.manual_seed(0)
+    weights = save_savos(tmp_path / "tiny.safetensors", SavosNet(SavosConfig.small(hidden=16)), half=True)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    reg = tmp_path / "registry.json"
+    reg.write_text(json.dumps({"models": [{"name": "tiny", "model": "savos", "file": "tiny.safetensors",
+                                           "sha256": digest, "size": weights.stat().st_size}]}))
+    monkeypatch.setenv("AMODALKIT_ZOO_REGISTRY", str(reg))
+    method = zoo.load("tiny")
+    assert method.name == "savos"
+    code = main(["evaluate", "--model", "zoo:tiny", "--data", str(cg_savos / "test-00000.h5"), "--quiet",
+                 "--json", str(tmp_path / "r.json")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["method"] == "savos"
+    assert main(["evaluate", "--model", "zoo:tiny", "--checkpoint", str(weights), "--data",
+                 str(cg_savos)]) == 2
