@@ -47,6 +47,17 @@ def step_batched(net: SavosNet, opt: torch.optim.Optimizer, batch: dict[str, tor
     opt.step()
 
 
+def step_bf16(net: SavosNet, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    """One training step with bfloat16 autocast (losses in float32)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(batch)
+    out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+    loss = savos_loss(out, batch, net.config)["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def step_loop(net: SavosNet, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
     """The same step, one object clip at a time."""
     opt.zero_grad(set_to_none=True)
@@ -88,12 +99,14 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--iters", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--bf16", action="store_true", help="Also time bfloat16 autocast (batched).")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {a.threads} threads, clips of {a.frames} frames\n")
-    print("| config | crop | params | batch | batched clips/s | object-frames/s | loop clips/s | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | crop | params | batch | batched clips/s | object-frames/s | loop clips/s | speed-up |"
+          + (" bf16 clips/s |" if a.bf16 else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if a.bf16 else ""))
     for name in a.configs.split(","):
         cfg = CONFIGS[name](clip_len=a.frames)
         net = SavosNet(cfg)
@@ -102,8 +115,9 @@ def main() -> None:
             batched = clips_per_second(step_batched, net, batch, a.iters)
             loop = clips_per_second(step_loop, net, batch, max(1, a.iters // 2))
             crop = "x".join(map(str, cfg.crop_size))
+            bf16 = f" {clips_per_second(step_bf16, net, batch, a.iters):.1f} |" if a.bf16 else ""
             print(f"| {name} | {crop} | {count_parameters(net) / 1e6:.2f} M | {b} | {batched:.1f} | "
-                  f"{batched * a.frames:.0f} | {loop:.1f} | {batched / loop:.2f}x |", flush=True)
+                  f"{batched * a.frames:.0f} | {loop:.1f} | {batched / loop:.2f}x |{bf16}", flush=True)
     print()
     for name in a.configs.split(","):
         cfg = CONFIGS[name]()

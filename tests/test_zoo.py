@@ -158,3 +158,11 @@ def test_load_and_evaluate_a_shipped_savos_model(tmp_path: Path, monkeypatch: py
     assert json.loads((tmp_path / "r.json").read_text())["method"] == "savos"
     assert main(["evaluate", "--model", "zoo:tiny", "--checkpoint", str(weights), "--data",
                  str(cg_savos)]) == 2
+
+
+def test_repository_registry_models_load_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("AMODALKIT_ZOO_REGISTRY", raising=False)
+    monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "empty-cache"))
+    for name, entry in zoo.load_registry().items():
+        assert set(entry.metrics) >= {"frame_miou_full", "frame_miou_occluded"}
+        assert zoo.load(name).name == entry.model
