@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    threads: int = 0
     clip_stride: int = 0
     precision: str = "fp32"
     resume: bool = False
@@ -58,7 +59,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise AmodalkitError on impossible settings."""
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0 or self.threads < 0:
             raise AmodalkitError("--epochs and --batch-size must be at least 1, --lr positive, "
                                  "--workers at least 0")
         if self.precision not in ("fp32", "bf16"):
@@ -121,10 +122,12 @@ class Trainer:
         self.info = dist_info()
         self.device = pick_device(cfg.device, self.info)
         self.out = Path(cfg.out)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         if self.info.world > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend)
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and cfg.threads <= 0:
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.info.world))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

@@ -101,7 +101,8 @@ def test_cli_train_then_evaluate_with_tta(cg_savos: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "cli"
     code = main(["train", "--model", "savos", "--data", str(cg_savos / "train-*.h5"), "--out", str(run),
-                 "--epochs", "1", "--batch-size", "16", "--quiet", "--no-bidirectional", *TINY_ARGS])
+                 "--epochs", "1", "--batch-size", "16", "--threads", "1", "--quiet", "--no-bidirectional",
+                 *TINY_ARGS])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "best epoch 1 (train loss" in out
