@@ -8,24 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from amodalkit.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0]
+from cli_helpers import assert_one_line_error, run
 
 
 def test_gen_evaluate_json_end_to_end(tmp_path: Path, capsys) -> None:

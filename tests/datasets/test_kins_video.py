@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run
 from dataset_fixtures import DRIVES, UNMAPPED, WRONG_OTHER_DRIVE, WRONG_RECOVERABLE, KittiWorld, scene_masks
 from pycocotools.coco import COCO
 
@@ -23,12 +24,6 @@ from amodalkit.datasets.kins_video import (
 )
 from amodalkit.errors import AmodalkitError
 from amodalkit.shards import ShardReader, iter_videos
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def build_args(world: KittiWorld, out: Path, *extra: str) -> list[str]:

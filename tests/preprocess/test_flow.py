@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, run
 
-from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.flowio import read_flo, read_kitti_png, write_flo
@@ -47,19 +47,6 @@ def frame_folder(tmp_path: Path, cg_video) -> Path:
     return folder
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def textured_pair(shift: tuple[int, int], size: tuple[int, int] = (64, 96)) -> tuple[np.ndarray, np.ndarray]:
