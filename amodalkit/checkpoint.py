@@ -8,8 +8,9 @@ the same config is written beside every checkpoint for people to read.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from amodalkit.atomic import atomic_path, write_json
 from amodalkit.errors import AmodalkitError
+
+C = TypeVar("C")
 
 FORMAT = "amodalkit-checkpoint"
 FORMAT_VERSION = 1
@@ -90,3 +93,12 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], p
             raise AmodalkitError(f"config does not match the weights: {k} has shape {tuple(v.shape)}, "
                                  f"the model expects {tuple(own[k].shape)}", path)
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def config_from_dict(cls: type[C], data: dict, label: str) -> C:
+    """Rebuild a config dataclass from ``asdict`` output (a checkpoint's JSON), refusing unknown keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise AmodalkitError(f"unknown {label} config keys {unknown}")
+    return cls(**data)

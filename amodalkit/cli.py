@@ -68,7 +68,8 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 
 @cli.command()
 @click.option("--method", default=None, help="Registered method name, e.g. convex.")
-@click.option("--model", default=None, help="A trained model: savos (with --checkpoint) or zoo:NAME.")
+@click.option("--model", default=None,
+              help="A trained model: savos, deocclusion or unet (with --checkpoint), or zoo:NAME.")
 @click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
 @click.option("--data", "data", required=True, multiple=True, help="Shard file, folder or glob (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -145,15 +146,22 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 
 
 @cli.command()
-@click.option("--model", default="savos", show_default=True, type=click.Choice(["savos"]))
+@click.option("--model", default="savos", show_default=True,
+              type=click.Choice(["savos", "deocclusion", "unet"]),
+              help="savos; or a per-frame baseline: deocclusion (self-supervised), unet (amodal labels).")
 @click.option("--data", "data", required=True, multiple=True, help="Training shards: file, folder or glob.")
-@click.option("--val", "val", multiple=True, help="Validation shards (checkpoint selection; no labels used).")
+@click.option("--val", "val", multiple=True,
+              help="Validation shards (checkpoint selection; labels read only by --model unet).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder.")
 @click.option("--epochs", default=20, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int,
               help="Object clips per step (per process).")
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--lr-schedule", default="constant", show_default=True,
+              type=click.Choice(["constant", "cosine"]), help="cosine: --lr decays towards 0 over --epochs.")
+@click.option("--schedule-epochs", default=0, show_default=True, type=int,
+              help="Length of the cosine schedule when it differs from --epochs (0 = --epochs).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
@@ -162,8 +170,9 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "small"]),
-              help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops.")
+@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "small", "cpu"]),
+              help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops; "
+                   "cpu: small on whole videos with --mask-feedback --skips (the zoo model).")
 @click.option("--crop", default=None, help="Crop size HxW: (4*2^n)x(8*2^n) or square, e.g. 32x64, 32x32.")
 @click.option("--channels", default=None, help="Encoder channels, comma-separated (log2(H/4)+2 values).")
 @click.option("--width", type=float, default=None, help="Multiplier on every channel count.")
@@ -176,24 +185,49 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="clip: one box per clip (default); track: the box follows the object's mean flow.")
 @click.option("--lambda-mask", type=float, default=None, help="Weight of the masked BCE loss L_M.")
 @click.option("--lambda-consistency", type=float, default=None, help="Weight of the consistency loss L_C.")
+@click.option("--horizon", type=int, default=None,
+              help="Frames ahead each completion is warped and checked against the visible masks "
+                   "(1 = the paper's L_M; more = appendix B's L_complete, truncated).")
+@click.option("--lambda-horizon", type=float, default=None, help="Weight of the --horizon term.")
+@click.option("--mask-feedback", is_flag=True,
+              help="Feed the completor its own warped previous completion beside V_t (not in the paper).")
+@click.option("--skips", is_flag=True,
+              help="Skip connections from the mask encoder to the completor's decoder (not in the paper).")
 @click.option("--warp", default=None, type=click.Choice(["splat", "sample"]), help="Forward warp kind.")
 @click.option("--no-consistency", is_flag=True, help="Ablation: no consistency loss.")
 @click.option("--no-bidirectional", is_flag=True, help="Ablation: forward direction only.")
 @click.option("--no-temporal", is_flag=True, help="Ablation: no LSTM temporal embedding.")
 @click.option("--no-flow", is_flag=True, help="Ablation: no optical flow input to the encoder.")
 @click.option("--no-image", is_flag=True, help="Ablation: no image input to the encoder.")
+@click.option("--max-steps", default=0, show_default=True, type=int,
+              help="deocclusion / unet: stop after this many optimizer steps in all (0 = no cap).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
-          lr: float, seed: int, device: str, workers: int, threads: int, precision: str, resume: bool,
-          quiet: bool, preset: str, clip_stride: int, **model_options: object) -> None:
-    """Train SaVos self-supervised (no amodal labels); keeps best/last checkpoints in --out."""
+          lr: float, lr_schedule: str, schedule_epochs: int, seed: int, device: str, workers: int,
+          threads: int, precision: str, resume: bool, quiet: bool, preset: str, clip_stride: int,
+          max_steps: int, **model_options: object) -> None:
+    """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
+
+    SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val);
+    unet is the supervised oracle and reads the amodal ground truth of --data and --val.
+    The per-frame models take --crop, --channels, --enlarge, --no-image and --max-steps.
+    """
     from amodalkit.models.savos import build_config
     from amodalkit.train import TrainConfig
     from amodalkit.train import train as run_training
 
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
-                      lr=lr, seed=seed, device=device, workers=workers, threads=threads,
-                      clip_stride=clip_stride, precision=precision, resume=resume, quiet=quiet)
-    summary = run_training(cfg, build_config(preset, **model_options))
+                      lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, seed=seed,
+                      device=device, workers=workers, threads=threads, clip_stride=clip_stride,
+                      precision=precision, resume=resume, quiet=quiet)
+    if model != "savos":
+        from amodalkit.train_framewise import build_framewise_config, train_framewise
+
+        model_cfg = build_framewise_config(model, preset=preset, clip_stride=clip_stride, **model_options)
+        summary = train_framewise(cfg, model, model_cfg, max_steps)
+    elif max_steps:
+        raise AmodalkitError("--max-steps caps --model deocclusion / unet; SaVos trains for --epochs")
+    else:
+        summary = run_training(cfg, build_config(preset, **model_options))
     click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
                f"{summary['best_loss']:.4f}); checkpoints in {out}")
 
@@ -445,6 +479,49 @@ def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred
     click.echo(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations")
     if m is not None:
         click.echo(f"wrote {pred_out}: {counts['predictions']} predictions")
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of train-*.h5, val-*.h5 and test-*.h5 shards (amodalkit gen-chewing-gum DIR).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Results folder (a rerun into it resumes).")
+@click.option("--methods", default="convex,temporal,deocclusion,savos,unet", show_default=True,
+              help="Comma-separated; temporal gives the rows k=3, k=5 and k=5 bi-directional.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (trained methods).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every training.")
+@click.option("--epochs", multiple=True, metavar="[NAME=]N",
+              help="Training epochs of every trained method (N) or of one (savos=N, deocclusion=N, unet=N; "
+                   "repeatable; the ablations follow savos). Default 10 each.")
+@click.option("--budget-minutes", default=15.0, show_default=True, type=float,
+              help="Per trained method: start no epoch that would end past this much training time "
+                   "(0 = no cap). The epochs run are recorded.")
+@click.option("--ablations", is_flag=True,
+              help="Also train the five SaVos ablations of Table 2 (ablations.md).")
+@click.option("--tta", is_flag=True, help="Also score SaVos with test-time adaptation (slow on CPU).")
+@click.option("--tta-max-iters", default=20, show_default=True, type=int,
+              help="Cap on adaptation steps per video.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def benchmark(data: Path, out: Path, methods: str, device: str, seed: int, epochs: tuple[str, ...],
+              budget_minutes: float, ablations: bool, tta: bool, tta_max_iters: int, quiet: bool) -> None:
+    """Train, score and compare methods: results.json, results.md (Table 1 layout), figure.png.
+
+    \b
+    The defaults are sized for 2 CPU cores and a set made by
+      amodalkit gen-chewing-gum DIR --preset savos2022 --train 1000 --val 50 --test 500
+    SaVos (small preset, whole videos, tracking crops), Self-Deocclusion and the U-Net
+    each train for at most --budget-minutes (15), so the run ends within an hour;
+    --ablations adds five SaVos trainings of the same budget. Rows already in
+    OUT/methods/ are skipped on a rerun and interrupted trainings resume.
+    """
+    from amodalkit.benchmark import make_config, run_benchmark
+
+    cfg = make_config(data, out, methods, epochs, ablations, device=device, seed=seed,
+                      budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
+    run_benchmark(cfg)
+    click.echo((out / "results.md").read_text().rstrip())
+    extra = ", ablations.md" if ablations else ""
+    click.echo(f"wrote results.json, results.md and figure.png{extra} in {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

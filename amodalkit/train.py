@@ -17,6 +17,7 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs); only rank 0 writes files.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -29,13 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from amodalkit.atomic import atomic_path, write_json
+from amodalkit.atomic import write_json
 from amodalkit.checkpoint import load_state_strict, read_checkpoint
 from amodalkit.datasets.clips import ClipConfig, ObjectClips, collate_clips
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.savos import MODEL_NAME, SavosConfig, SavosNet, count_parameters, save_savos, savos_loss
+from amodalkit.runlog import save_epoch_files
 
-LOSS_KEYS = ("loss", "mask", "consistency")
+LOSS_KEYS = ("loss", "mask", "consistency", "horizon")
 
 
 @dataclass
@@ -54,14 +56,19 @@ class TrainConfig:
     threads: int = 0
     clip_stride: int = 0
     precision: str = "fp32"
+    lr_schedule: str = "constant"
+    schedule_epochs: int = 0
     resume: bool = False
     quiet: bool = False
 
     def validate(self) -> None:
         """Raise AmodalkitError on impossible settings."""
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0 or self.threads < 0:
+        if (self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0 or self.threads < 0
+                or self.schedule_epochs < 0):
             raise AmodalkitError("--epochs and --batch-size must be at least 1, --lr positive, "
                                  "--workers at least 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise AmodalkitError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
         if self.precision not in ("fp32", "bf16"):
             raise AmodalkitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -202,9 +209,22 @@ class Trainer:
             if show_loss and self._last_loss is not None:
                 bar.set_postfix(loss=f"{self._last_loss:.4f}")
 
+    def epoch_lr(self, epoch: int) -> float:
+        """The learning rate of an epoch: constant, or cosine from ``lr`` towards 0 over ``epochs``.
+
+        A function of the epoch alone, so a resumed run follows the same schedule;
+        ``schedule_epochs`` (when set) is the schedule's length for runs extended epoch by epoch.
+        """
+        if self.cfg.lr_schedule == "constant":
+            return self.cfg.lr
+        length = self.cfg.schedule_epochs or self.cfg.epochs
+        return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * min(epoch - 1, length) / length))
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training clips; mean losses over all ranks."""
         self.model.train()
+        for group in self.opt.param_groups:
+            group["lr"] = self.epoch_lr(epoch)
         sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
         for batch in self._batches(self._loader(self.train_set, True, epoch), f"epoch {epoch}", True):
             with self._autocast():
@@ -243,14 +263,7 @@ class Trainer:
             save_savos(self.out / "best.safetensors", self.net, extra)
         state = {"optimizer": self.opt.state_dict(), "epoch": epoch, "best_loss": self.best[0],
                  "best_epoch": self.best[1]}
-        with atomic_path(self.out / "last.state.pt") as tmp:
-            torch.save(state, tmp)
-        log = self.out / "log.jsonl"
-        lines = log.read_text().splitlines() if log.exists() else []
-        lines = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] < epoch]
-        lines.append(json.dumps(record, sort_keys=True))
-        with atomic_path(log) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+        save_epoch_files(self.out, epoch, record, state)
 
     def fit(self) -> dict:
         """Train from the start (or the resumed) epoch to ``epochs``; return a summary."""
@@ -267,8 +280,10 @@ class Trainer:
             if is_best:
                 self.best = (select, epoch)
             record = {"epoch": epoch, "train_loss": train["loss"], "train_mask": train["mask"],
-                      "train_consistency": train["consistency"], "time_s": round(time.perf_counter() - t0, 3),
-                      "train_clips_per_s": round(train["clips"] / t_train, 3), "best": is_best}
+                      "train_consistency": train["consistency"], "train_horizon": train["horizon"],
+                      "time_s": round(time.perf_counter() - t0, 3),
+                      "train_clips_per_s": round(train["clips"] / t_train, 3), "best": is_best,
+                      "lr": self.epoch_lr(epoch)}
             if val is not None:
                 record |= {"val_loss": val["loss"], "val_mask": val["mask"],
                            "val_consistency": val["consistency"]}

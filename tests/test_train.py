@@ -58,7 +58,7 @@ def test_resume_continues_from_last_epoch(cg_savos: Path, tmp_path: Path) -> Non
     def cfg(out: Path, epochs: int, resume: bool = False) -> TrainConfig:
         return TrainConfig(data=[str(cg_savos / "train-*.h5")], val=[str(cg_savos / "val-*.h5")],
                            out=str(out), epochs=epochs, batch_size=16, lr=1e-3, seed=5, resume=resume,
-                           quiet=True)
+                           quiet=True, lr_schedule="cosine", schedule_epochs=2)
 
     train(cfg(tmp_path / "straight", 2), TINY)
     train(cfg(tmp_path / "split", 1), TINY)
@@ -70,6 +70,7 @@ def test_resume_continues_from_last_epoch(cg_savos: Path, tmp_path: Path) -> Non
     train(cfg(tmp_path / "split", 2, resume=True), TINY)
     log = _log(tmp_path / "split")
     assert [r["epoch"] for r in log] == [1, 2]
+    assert [r["lr"] for r in log] == pytest.approx([1e-3, 5e-4])
     a = read_checkpoint(tmp_path / "straight" / "last.safetensors")
     b = read_checkpoint(tmp_path / "split" / "last.safetensors")
     assert a.extra["epoch"] == b.extra["epoch"] == 2

@@ -3,6 +3,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +169,14 @@ def test_repository_registry_models_load_offline(monkeypatch: pytest.MonkeyPatch
     for name, entry in zoo.load_registry().items():
         assert set(entry.metrics) >= {"frame_miou_full", "frame_miou_occluded"}
         assert zoo.load(name).name == entry.model
+
+
+def test_zoo_is_an_attribute_of_the_package(tmp_path: Path) -> None:
+    """The README's one-liner: ``import amodalkit; amodalkit.zoo.load(NAME)``, in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "AMODALKIT_ZOO_REGISTRY"}
+    env |= {"AMODALKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    code = "import amodalkit; m = amodalkit.zoo.load('savos-chewing-gum'); print(m.name)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "savos"

@@ -18,10 +18,26 @@ def _savos(**kwargs: object) -> AmodalMethod:
     return SavosMethod(**kwargs)
 
 
+def _deocclusion(**kwargs: object) -> AmodalMethod:
+    """Self-Deocclusion (PCNet-M style), imported lazily like SaVos."""
+    from amodalkit.models.baselines.deocclusion import DeocclusionMethod
+
+    return DeocclusionMethod(**kwargs)
+
+
+def _unet(**kwargs: object) -> AmodalMethod:
+    """The supervised U-Net oracle, imported lazily like SaVos."""
+    from amodalkit.models.baselines.unet import UNetMethod
+
+    return UNetMethod(**kwargs)
+
+
 METHODS: dict[str, Callable[..., AmodalMethod]] = {
     "convex": ConvexHull,
     "temporal": TemporalAggregation,
     "savos": _savos,
+    "deocclusion": _deocclusion,
+    "unet": _unet,
 }
 
 
@@ -41,4 +57,12 @@ def method_from_checkpoint(path: str | Path, device: str = "cpu") -> AmodalMetho
         from amodalkit.models.savos import method_from_savos_checkpoint
 
         return method_from_savos_checkpoint(ck, path, device)
+    if ck.model == "deocclusion":
+        from amodalkit.models.baselines.deocclusion import method_from_deocclusion_checkpoint
+
+        return method_from_deocclusion_checkpoint(ck, path, device)
+    if ck.model == "unet":
+        from amodalkit.models.baselines.unet import method_from_unet_checkpoint
+
+        return method_from_unet_checkpoint(ck, path, device)
     raise AmodalkitError(f"checkpoint holds a {ck.model!r} model, which no registered method loads", path)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amodalkit.checkpoint import Checkpoint, load_state_strict, read_checkpoint, save_checkpoint
+from amodalkit.checkpoint import (
+    Checkpoint,
+    config_from_dict,
+    load_state_strict,
+    read_checkpoint,
+    save_checkpoint,
+)
 from amodalkit.datasets.clips import ClipCrop, build_clip, collate_clips
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.base import AmodalMethod
@@ -64,6 +70,10 @@ class SavosConfig:
     crop_mode: str = "clip"
     lambda_mask: float = 1.0
     lambda_consistency: float = 1.0
+    horizon: int = 1
+    lambda_horizon: float = 1.0
+    mask_feedback: bool = False
+    skips: bool = False
     warp: str = "splat"
     no_consistency: bool = False
     no_bidirectional: bool = False
@@ -90,6 +100,8 @@ class SavosConfig:
             raise AmodalkitError("clip length must be 0 (whole video) or at least 2")
         if self.crop_mode not in ("clip", "track"):
             raise AmodalkitError(f"crop mode must be 'clip' or 'track', got {self.crop_mode!r}")
+        if self.horizon < 1 or self.lambda_horizon < 0:
+            raise AmodalkitError("horizon must be at least 1 and lambda_horizon non-negative")
 
     @property
     def num_downsamples(self) -> int:
@@ -123,13 +135,19 @@ class SavosConfig:
         return cls(**{**base, **changes})
 
     @classmethod
+    def cpu(cls, **changes: object) -> SavosConfig:
+        """The zoo's CPU recipe: ``small`` on whole videos, with mask feedback and skip connections.
+
+        Neither extension is in the paper: both give the completor a pixel-precise path
+        (its own warped previous completion, the mask encoder's maps), which is what lets
+        the narrow network fit Chewing Gum shapes within a CPU budget (docs/benchmarks.md).
+        """
+        return cls.small(**{"clip_len": 0, "mask_feedback": True, "skips": True, **changes})
+
+    @classmethod
     def from_dict(cls, data: dict) -> SavosConfig:
         """Rebuild from ``asdict`` output (e.g. a checkpoint's JSON), refusing unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise AmodalkitError(f"unknown SaVos config keys {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data, "SaVos")
 
 
 def default_channels(crop_size: tuple[int, int], width: float = 1.0) -> tuple[int, ...]:
@@ -211,6 +229,14 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.net(x).flatten(1))
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The embedding and every layer's map below the last (finest first), for skip connections."""
+        maps = []
+        for layer in self.net:
+            x = layer(x)
+            maps.append(x)
+        return self.fc(x.flatten(1)), maps[:-1]
+
 
 class Decoder(nn.Module):
     """Mirror of :class:`Encoder` with transposed convolutions: (N, in_dim) -> (N, out_channels, h, w)."""
@@ -237,8 +263,15 @@ class Decoder(nn.Module):
         """The output layer (no norm or activation after it)."""
         return self.net[-1]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z)[:, :, None, None])
+    def forward(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Decode `z`; `skips` (an :meth:`Encoder.features` list) are added where the shapes mirror."""
+        x = self.fc(z)[:, :, None, None]
+        pending = list(skips or [])
+        for i in range(0, len(self.net), 3):
+            if i and pending:
+                x = x + pending.pop()
+            x = self.net[i + 2](self.net[i + 1](self.net[i](x)))
+        return x
 
 
 class SavosNet(nn.Module):
@@ -252,7 +285,7 @@ class SavosNet(nn.Module):
         sq = config.square
         self.st_encoder = Encoder(config.in_channels, ch, d, sq)
         self.seq = nn.Identity() if config.no_temporal else nn.LSTM(d, d, batch_first=True)
-        self.mask_encoder = Encoder(1, ch, d, sq)
+        self.mask_encoder = Encoder(2 if config.mask_feedback else 1, ch, d, sq)
         self.mask_decoder = Decoder(2 * d, ch, 2, sq)
         self.motion_encoder = Encoder(2, ch, d, sq)
         self.motion_decoder = Decoder(2 * d, ch, 2, sq)
@@ -275,24 +308,56 @@ class SavosNet(nn.Module):
         x = torch.cat(inputs, dim=2).reshape(n * t, -1, h, w)
         f = self.st_encoder(x).reshape(n, t, -1)
         hidden = f if cfg.no_temporal else self.seq(f)[0]
-        hidden = hidden.reshape(n * t, -1)
-        out = self.mask_decoder(torch.cat([hidden, self.mask_encoder(vis.reshape(n * t, 1, h, w))], dim=1))
-        completion = (1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5
-        alpha = out[:, 1]
         flow_flat = flow.reshape(n * t, 2, h, w)
-        residual = self.motion_decoder(torch.cat([hidden, self.motion_encoder(flow_flat)], dim=1))
+        residual = self.motion_decoder(torch.cat([hidden.reshape(n * t, -1), self.motion_encoder(flow_flat)],
+                                                 dim=1))
         motion = residual + mean_visible_flow(flow, visible, valid).reshape(n * t, 2, 1, 1)
-        completion = completion.reshape(n, t, h, w)
-        alpha = alpha.reshape(n, t, h, w)
         motion = motion.reshape(n, t, 2, h, w)
-        moved = forward_warp(torch.stack([completion[:, :-1], alpha[:, :-1]], dim=2).reshape(-1, 2, h, w),
-                             motion[:, :-1].reshape(-1, 2, h, w), cfg.warp).reshape(n, t - 1, 2, h, w)
+        if cfg.mask_feedback:
+            completion, alpha, moved = self._complete_recurrent(hidden, visible, motion)
+        else:
+            out = self._decode_mask(hidden.reshape(n * t, -1), vis.reshape(n * t, 1, h, w))
+            completion = ((1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5).reshape(n, t, h, w)
+            alpha = out[:, 1].reshape(n, t, h, w)
+            moved = forward_warp(torch.stack([completion[:, :-1], alpha[:, :-1]], dim=2).reshape(-1, 2, h, w),
+                                 motion[:, :-1].reshape(-1, 2, h, w), cfg.warp).reshape(n, t - 1, 2, h, w)
         zeros = completion.new_zeros((n, 1, h, w))
         warped = torch.cat([zeros, moved[:, :, 0]], dim=1)
         warped_alpha = torch.cat([zeros, moved[:, :, 1]], dim=1)
         has = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, 1:] & valid[:, :-1]], dim=1)
         return {"completion": completion, "alpha": alpha, "motion": motion, "warped": warped,
                 "warped_alpha": warped_alpha, "has_warped": has}
+
+    def _decode_mask(self, hidden: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Completor: DeConv_a([h_t, CNN_a(masks)]), with CNN_a's maps added back when ``skips``."""
+        if not self.config.skips:
+            return self.mask_decoder(torch.cat([hidden, self.mask_encoder(masks)], dim=1))
+        z, maps = self.mask_encoder.features(masks)
+        return self.mask_decoder(torch.cat([hidden, z], dim=1), maps)
+
+    def _complete_recurrent(self, hidden: torch.Tensor, visible: torch.Tensor,
+                            motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Completor fed its own warped previous completion M̂_t beside V_t, frame by frame.
+
+        M̂_t depends only on V_<t and the motions, so this stays within eq. 1's conditioning
+        (F_θ of everything seen so far) while keeping a pixel-precise memory of the parts
+        seen earlier, which the 1x1 bottleneck of h_t cannot hold. Returns completion and
+        alpha (N, T, h, w) and the warped [completion, alpha] (N, T-1, 2, h, w).
+        """
+        n, t, h, w = visible.shape
+        prev = visible.new_zeros((n, 1, h, w))
+        completions, alphas, moved = [], [], []
+        for i in range(t):
+            out = self._decode_mask(hidden[:, i], torch.cat([visible[:, i, None], prev], dim=1))
+            completion = (1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5
+            completions.append(completion)
+            alphas.append(out[:, 1])
+            if i < t - 1:
+                pair = torch.stack([completion, out[:, 1]], dim=1)
+                step = forward_warp(pair, motion[:, i], self.config.warp)
+                moved.append(step)
+                prev = step[:, :1]
+        return torch.stack(completions, 1), torch.stack(alphas, 1), torch.stack(moved, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Both directions and their blend for a batch of clips (layout of :mod:`amodalkit.datasets.clips`).
@@ -349,7 +414,7 @@ def mean_visible_flow(flow: torch.Tensor, visible: torch.Tensor, valid: torch.Te
 
 def savos_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                config: SavosConfig) -> dict[str, torch.Tensor]:
-    """λ1 · L_M + λ2 · L_C for a batch; returns ``loss``, ``mask`` and ``consistency`` (scalars).
+    """λ1 · L_M + λ2 · L_C (+ the horizon term) for a batch: ``loss``, ``mask``, ``consistency``, ``horizon``.
 
     L_M: mean over predicted object-frames of the pixel mean of W ⊙ BCE(M̂_t, V_t).
     L_C: mean over each direction's warped frames of 1 - softIoU(M̃_t, M̂_t).
@@ -372,7 +437,50 @@ def savos_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     consistency = torch.stack(cons_terms).sum() / torch.stack(cons_n).sum().clamp(min=1)
     lam_c = 0.0 if config.no_consistency else config.lambda_consistency
     loss = config.lambda_mask * mask_loss + lam_c * consistency
-    return {"loss": loss, "mask": mask_loss.detach(), "consistency": consistency.detach()}
+    horizon = mask_loss.new_zeros(())
+    if config.horizon > 1:
+        horizon = torch.stack([horizon_mask_loss(out, batch, d, config) for d in ("forward", "backward")
+                               if f"{d}_completion" in out]).mean()
+        loss = loss + config.lambda_horizon * horizon
+    return {"loss": loss, "mask": mask_loss.detach(), "consistency": consistency.detach(),
+            "horizon": horizon.detach()}
+
+
+def horizon_mask_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], direction: str,
+                      config: SavosConfig) -> torch.Tensor:
+    """Appendix B's L_complete, truncated: W ⊙ BCE of M̃_t warped 2..horizon frames ahead against V.
+
+    The paper's L_M only compares M̃_t with the next frame, so a hidden part that stays
+    hidden for one more frame gets no feedback; here M̃_t is carried along the predicted
+    motion for up to ``horizon`` frames (in this direction's time order) and compared with
+    every visible mask it meets. Mean over (frame, step) pairs whose frames all exist.
+    """
+    flip = direction == "backward"
+
+    def ordered(x: torch.Tensor) -> torch.Tensor:
+        return x.flip(1) if flip else x
+
+    completion = ordered(out[f"{direction}_completion"])
+    motion = ordered(out[f"{direction}_motion"])
+    target, weight = ordered(batch["visible"]), ordered(batch["weight"])
+    valid = ordered(batch["valid"].bool())
+    n, t, h, w = completion.shape
+    cur, alive = completion, valid
+    total = completion.new_zeros(())
+    count = completion.new_zeros(())
+    for step in range(1, min(config.horizon, t - 1) + 1):
+        cur = forward_warp(cur[:, :-1].reshape(-1, 1, h, w), motion[:, step - 1:t - 1].reshape(-1, 2, h, w),
+                           config.warp).reshape(n, t - step, h, w)
+        alive = alive[:, :-1] & valid[:, step:]
+        if step == 1:
+            continue
+        pred = cur.clamp(EPS, 1 - EPS)
+        tgt = target[:, step:]
+        bce = -(tgt * torch.log(pred) + (1 - tgt) * torch.log(1 - pred))
+        per_frame = (weight[:, step:] * bce).mean(dim=(-2, -1))
+        total = total + (per_frame * alive).sum()
+        count = count + alive.sum()
+    return total / count.clamp(min=1)
 
 
 def visible_iou(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> float:
@@ -577,7 +685,8 @@ def method_from_savos_checkpoint(ck: Checkpoint, path: str | Path, device: str =
     return SavosMethod(load_savos(ck, device, path), checkpoint=path, device=device)
 
 
-PRESETS: dict[str, Callable[..., SavosConfig]] = {"paper": SavosConfig.paper, "small": SavosConfig.small}
+PRESETS: dict[str, Callable[..., SavosConfig]] = {"paper": SavosConfig.paper, "small": SavosConfig.small,
+                                                  "cpu": SavosConfig.cpu}
 
 
 def build_config(preset: str = "paper", crop: str | tuple[int, int] | None = None,

@@ -22,6 +22,7 @@ from amodalkit.models.savos import (
     build_config,
     count_parameters,
     forward_warp,
+    horizon_mask_loss,
     load_savos,
     mean_visible_flow,
     save_savos,
@@ -98,6 +99,22 @@ def test_small_config_shapes_and_depth() -> None:
     assert build_config("paper", crop="128x256").channels == (32, 32, 64, 128, 256, 256, 512)
 
 
+def test_cpu_preset_adds_skips_and_feedback_without_new_parameters() -> None:
+    cfg = build_config("cpu")
+    assert cfg.mask_feedback and cfg.skips and cfg.clip_len == 0 and cfg.crop_size == (32, 32)
+    plain = SavosNet(SavosConfig.small(clip_len=0, mask_feedback=True))
+    net = SavosNet(cfg)
+    assert count_parameters(net) == count_parameters(plain)
+    torch.manual_seed(0)
+    batch = _batch(cfg, t=5)
+    out = net(batch)
+    assert out["prediction"].shape == (2, 5, 32, 32)
+    savos_loss(out, batch, cfg)["loss"].backward()
+    assert all(p.grad is not None for p in net.parameters())
+    z, maps = net.mask_encoder.features(torch.zeros(3, 2, 32, 32))
+    assert [m.shape[-1] for m in maps] == [16, 8, 4, 4] and z.shape == (3, cfg.hidden)
+
+
 def test_config_errors() -> None:
     with pytest.raises(AmodalkitError, match="crop size"):
         SavosConfig(crop_size=(32, 48))
@@ -129,6 +146,26 @@ def test_every_ablation_trains(switch: str | None) -> None:
         assert out["has_prediction"].all()
     expected_in = 6 - (3 if switch == "no_image" else 0) - (2 if switch == "no_flow" else 0)
     assert net.st_encoder.net[0][0].in_channels == expected_in
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_mask_feedback_carries_earlier_frames_forward_only(feedback: bool) -> None:
+    """Without the LSTM, only the fed-back warped completion links a frame to earlier ones."""
+    cfg = SavosConfig(**TINY, no_temporal=True, no_bidirectional=True, mask_feedback=feedback)
+    torch.manual_seed(0)
+    net = SavosNet(cfg).eval()
+    batch = _batch(cfg, t=4)
+    early, late = dict(batch), dict(batch)
+    early["visible"] = batch["visible"].clone()
+    early["visible"][:, 0] = 1 - early["visible"][:, 0]
+    late["visible"] = batch["visible"].clone()
+    late["visible"][:, 3] = 1 - late["visible"][:, 3]
+    with torch.no_grad():
+        base = net(batch)["forward_completion"]
+        moved_early = net(early)["forward_completion"]
+        moved_late = net(late)["forward_completion"]
+    assert torch.allclose(base[:, 2], moved_early[:, 2]) != feedback
+    torch.testing.assert_close(base[:, :3], moved_late[:, :3])
 
 
 def test_motion_starts_at_the_common_fate_flow() -> None:
@@ -165,6 +202,45 @@ def test_loss_ignores_pixels_of_other_objects() -> None:
     a = savos_loss(out, batch2, cfg)["mask"]
     b = savos_loss(out, changed, cfg)["mask"]
     torch.testing.assert_close(a, b)
+
+
+def _static_clip(t: int, hidden_for: int) -> tuple[dict, dict]:
+    """A still object whose right half is covered by another object for `hidden_for` frames."""
+    h, w = 8, 8
+    visible = torch.zeros(1, t, h, w)
+    visible[..., 2:6, 2:4] = 1
+    visible[:, hidden_for + 1:, 2:6, 4:6] = 1
+    weight = torch.ones(1, t, h, w)
+    weight[:, 1:hidden_for + 1, :, 4:] = 0
+    batch = {"visible": visible, "weight": weight, "valid": torch.ones(1, t, dtype=torch.bool)}
+    fill = torch.zeros(1, t, h, w)
+    fill[..., 2:6, 2:6] = 1
+    out = {"forward_completion": fill.clamp(0.01, 0.99), "forward_motion": torch.zeros(1, t, 2, h, w)}
+    return out, batch
+
+
+def test_horizon_loss_sees_what_the_next_frame_hides() -> None:
+    """Filling a region hidden at t+1 but background at t+3 costs nothing in L_M and something here."""
+    out, batch = _static_clip(t=6, hidden_for=2)
+    wrong = dict(out)
+    wrong["forward_completion"] = out["forward_completion"].clone()
+    wrong["forward_completion"][:, 0, 2:6, 6:8] = 0.99
+    for horizon, worse in ((2, False), (4, True)):
+        cfg = SavosConfig(**TINY, horizon=horizon)
+        right_loss = horizon_mask_loss(out, batch, "forward", cfg)
+        wrong_loss = horizon_mask_loss(wrong, batch, "forward", cfg)
+        assert bool(wrong_loss > right_loss + 1e-3) == worse
+    assert float(horizon_mask_loss(out, batch, "forward", SavosConfig(**TINY, horizon=4))) < 0.05
+
+
+def test_horizon_one_is_the_paper_loss() -> None:
+    cfg = SavosConfig(**TINY)
+    out = SavosNet(cfg)(_batch(cfg))
+    assert float(savos_loss(out, _batch(cfg), cfg)["horizon"]) == 0.0
+    longer = SavosConfig(**TINY, horizon=3)
+    losses = savos_loss(out, _batch(cfg), longer)
+    assert float(losses["horizon"]) > 0
+    torch.testing.assert_close(losses["loss"], savos_loss(out, _batch(cfg), cfg)["loss"] + losses["horizon"])
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:

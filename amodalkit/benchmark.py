@@ -1,0 +1,587 @@
+"""``amodalkit benchmark``: train what needs training, score every method, write the comparison.
+
+The input is a folder of shards as ``amodalkit gen-chewing-gum DIR`` writes them::
+
+    DIR/train-00000.h5 ...   training videos (self-supervised and framewise trainings)
+    DIR/val-00000.h5 ...     validation videos (checkpoint selection)
+    DIR/test-00000.h5 ...    test videos (every score)
+
+The results folder::
+
+    RESULTS_DIR/
+      config.json            BenchmarkConfig; a rerun must use the same one
+      methods/ROW.json       one finished row: metrics, timings, training summary, commands
+      runs/ROW/              training run folders (train.py layout), resumed when interrupted
+      results.json           config + every row
+      results.md             the paper's Table 1 layout (+ training and inference cost)
+      ablations.md           the paper's Table 2 layout (with ablations)
+      figure.png             the same frames of one test video, one row per method
+
+A rerun skips rows whose ``methods/ROW.json`` exists and resumes interrupted trainings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from amodalkit.atomic import atomic_path, remove_stale_temps, write_json
+from amodalkit.errors import AmodalkitError
+from amodalkit.evaluate import evaluate_method, predict_binary
+from amodalkit.models.base import AmodalMethod
+from amodalkit.shards import ShardReader, Video
+
+METHOD_NAMES = ("convex", "temporal", "deocclusion", "savos", "unet")
+TRAINED = ("deocclusion", "savos", "unet")
+SPLITS = ("train", "val", "test")
+ABLATIONS = ("no_consistency", "no_bidirectional", "no_temporal", "no_flow", "no_image")
+PROGRESS = "benchmark_progress.json"
+
+#: Table 1 of the paper, Chewing Gum column: (full, occluded) mean IoU
+PAPER_CHEWING_GUM = {"convex": (0.9264, 0.3182), "deocclusion": (0.9624, 0.3307), "savos": (0.9746, 0.8046),
+                     "unet": (0.9613, 0.3321)}
+#: Table 2 of the paper (FISHBOWL): the full model and its ablations, (full, occluded) mean IoU
+PAPER_FISHBOWL_ABLATIONS = {"savos": (0.8863, 0.7155), "no_consistency": (0.8606, 0.6447),
+                            "no_bidirectional": (0.8749, 0.6849), "no_temporal": (0.8785, 0.6894),
+                            "no_flow": (0.8508, 0.6188), "no_image": (0.8673, 0.6634)}
+ABLATION_LABELS = {"no_consistency": "w/o consistency loss", "no_bidirectional": "w/o bi-directional",
+                   "no_temporal": "w/o temporal embedding", "no_flow": "w/o optical flow",
+                   "no_image": "w/o image"}
+
+
+@dataclass
+class TrainBudget:
+    """How one trained method is trained: epochs, batch, learning rate and model config overrides.
+
+    ``options`` are :func:`amodalkit.models.savos.build_config` keywords for SaVos and config
+    fields for the per-frame baselines; ``max_steps`` caps the per-frame baselines' optimizer
+    steps (0 = no cap; SaVos trains whole epochs).
+    """
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    max_steps: int = 0
+    options: dict = field(default_factory=dict)
+
+
+def default_budgets() -> dict[str, TrainBudget]:
+    """The CPU recipes: SaVos as the shipped zoo model (``cpu`` preset, cosine learning rate)."""
+    return {"savos": TrainBudget(epochs=12, lr_schedule="cosine", options={"preset": "cpu"}),
+            "deocclusion": TrainBudget(batch_size=64),
+            "unet": TrainBudget(batch_size=64)}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything that decides a benchmark's numbers (saved as RESULTS_DIR/config.json).
+
+    ``budget_minutes`` caps each trained method's training time: no epoch starts that the
+    mean epoch time so far says would end past it (0 = train all ``epochs``). ``ablations``
+    lists the SaVos ablation switches to train with the savos budget.
+    """
+
+    data: str
+    out: str
+    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    device: str = "auto"
+    seed: int = 0
+    budget_minutes: float = 15.0
+    train: dict[str, TrainBudget] = field(default_factory=default_budgets)
+    ablations: list[str] = field(default_factory=list)
+    tta: bool = False
+    tta_max_iters: int = 20
+    figure_frames: int = 6
+    quiet: bool = False
+
+    def validate(self) -> None:
+        """Raise AmodalkitError on unknown methods or impossible budgets."""
+        unknown = sorted(set(self.methods) - set(METHOD_NAMES))
+        if unknown or not self.methods:
+            raise AmodalkitError(f"unknown method(s) {unknown}; --methods takes a comma-separated list "
+                                 f"of {', '.join(METHOD_NAMES)}")
+        bad = sorted(set(self.ablations) - set(ABLATIONS))
+        if bad:
+            raise AmodalkitError(f"unknown SaVos ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
+        if (self.ablations or self.tta) and "savos" not in self.methods:
+            raise AmodalkitError("--ablations and --tta compare against savos; add savos to --methods")
+        for name in TRAINED:
+            if name in self.methods and name not in self.train:
+                raise AmodalkitError(f"no training budget for {name!r}")
+        for name, b in self.train.items():
+            if b.epochs < 1 or b.batch_size < 1 or b.lr <= 0 or b.max_steps < 0:
+                raise AmodalkitError(f"{name}: epochs and batch size must be at least 1, lr positive")
+        if self.budget_minutes < 0 or self.tta_max_iters < 1 or self.figure_frames < 1:
+            raise AmodalkitError("--budget-minutes must be >= 0, --tta-max-iters and figure frames >= 1")
+
+    def record(self) -> dict:
+        """The JSON form saved as config.json (without settings that do not change numbers)."""
+        data = asdict(self)
+        data.pop("quiet")
+        return json.loads(json.dumps(data))
+
+
+def parse_epochs(values: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """``N`` (every trained method) or ``NAME=N`` items -> {name: epochs}."""
+    out: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        try:
+            epochs = int(number)
+        except ValueError as exc:
+            raise AmodalkitError(f"--epochs takes N or NAME=N, got {value!r}") from exc
+        if sep and name not in TRAINED:
+            raise AmodalkitError(f"--epochs {value!r}: {name!r} is not trained; "
+                                 f"choose from {', '.join(TRAINED)}")
+        for key in ([name] if sep else TRAINED):
+            out[key] = epochs
+    return out
+
+
+def make_config(data: str | Path, out: str | Path, methods: str = ",".join(METHOD_NAMES),
+                epochs: tuple[str, ...] | list[str] = (), ablations: bool = False,
+                **settings: object) -> BenchmarkConfig:
+    """A BenchmarkConfig from CLI-style values: comma-separated methods, ``--epochs`` items, a flag."""
+    budgets = default_budgets()
+    for name, n in parse_epochs(epochs).items():
+        budgets[name].epochs = n
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names.sort(key=lambda m: METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES))
+    return BenchmarkConfig(data=str(Path(data).resolve()), out=str(Path(out).resolve()), methods=names,
+                           train=budgets, ablations=list(ABLATIONS) if ablations else [], **settings)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the tables: a method with fixed options, maybe trained, maybe adapted at test time."""
+
+    name: str
+    method: str
+    label: str
+    options: dict = field(default_factory=dict)
+    run: str | None = None
+    tta: bool = False
+    ablation: str | None = None
+    paper: tuple[float, float] | None = None
+
+
+def plan_rows(cfg: BenchmarkConfig) -> list[Row]:
+    """The rows to produce, in the paper's order (Table 1, Table 4, then Table 2's ablations)."""
+    rows = []
+    wanted = set(cfg.methods)
+    if "convex" in wanted:
+        rows.append(Row("convex", "convex", "Convex hull", paper=PAPER_CHEWING_GUM["convex"]))
+    if "temporal" in wanted:
+        rows += [Row("temporal-k3", "temporal", "Temporal aggregation k=3", {"k": 3}),
+                 Row("temporal-k5", "temporal", "Temporal aggregation k=5", {"k": 5}),
+                 Row("temporal-k5-bi", "temporal", "Temporal aggregation k=5, bi-directional",
+                     {"k": 5, "bidirectional": True})]
+    if "deocclusion" in wanted:
+        rows.append(Row("deocclusion", "deocclusion", "Self-Deocclusion (PCNet-M)", run="deocclusion",
+                        paper=PAPER_CHEWING_GUM["deocclusion"]))
+    if "savos" in wanted:
+        rows.append(Row("savos", "savos", "SaVos", run="savos", paper=PAPER_CHEWING_GUM["savos"]))
+        if cfg.tta:
+            rows.append(Row("savos-tta", "savos", "SaVos + test-time adaptation", run="savos", tta=True))
+    if "unet" in wanted:
+        rows.append(Row("unet", "unet", "Supervised U-Net (oracle)", run="unet",
+                        paper=PAPER_CHEWING_GUM["unet"]))
+    for a in cfg.ablations:
+        rows.append(Row(f"savos-{a}", "savos", f"SaVos {ABLATION_LABELS[a]}", run=f"savos-{a}", ablation=a,
+                        paper=PAPER_FISHBOWL_ABLATIONS[a]))
+    return rows
+
+
+def find_splits(cfg: BenchmarkConfig, rows: list[Row]) -> dict[str, list[Path]]:
+    """The shards of each split the rows need: test always, train and val when something trains."""
+    data = Path(cfg.data)
+    if not data.is_dir():
+        raise AmodalkitError("no such data folder (make one with `amodalkit gen-chewing-gum DIR`)", data)
+    needed = SPLITS if any(r.run for r in rows) else ("test",)
+    splits = {}
+    for split in needed:
+        found = sorted(data.glob(f"{split}-*.h5"))
+        if not found:
+            raise AmodalkitError(f"no {split}-*.h5 shards in the data folder (the benchmark needs the "
+                                 f"{', '.join(needed)} splits `amodalkit gen-chewing-gum DIR` writes)", data)
+        splits[split] = found
+    return splits
+
+
+def claim_results_dir(cfg: BenchmarkConfig) -> None:
+    """Write config.json, or check that the one already there is the same configuration."""
+    path = Path(cfg.out) / "config.json"
+    record = cfg.record()
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise AmodalkitError(f"unreadable benchmark config ({exc})", path) from exc
+        if saved != record:
+            keys = sorted(k for k in set(saved) | set(record) if saved.get(k) != record.get(k))
+            raise AmodalkitError(f"this results folder holds a benchmark with other settings "
+                                 f"({', '.join(keys)}); rerun with the same options to resume, "
+                                 "or pick a new --out", path.parent)
+        return
+    write_json(path, record)
+
+
+def _train_in_epochs(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget,
+                     fit: Callable[..., dict]) -> Path:
+    """Train an epoch per call up to ``budget.epochs``, the time budget or the step cap; return the best.
+
+    ``RUN/benchmark_progress.json`` keeps epochs done, training seconds, why training stopped
+    early (None, "time budget" or "max steps") and the last summary, so an interrupted
+    benchmark resumes the run (``TrainConfig(resume=True)`` once ``RUN/last.state.pt``
+    exists) and keeps counting the same time budget.
+    """
+    from amodalkit.train import TrainConfig
+
+    data = Path(cfg.data)
+    progress_path = run_dir / PROGRESS
+    progress = {"epochs_run": 0, "train_seconds": 0.0, "stopped": None, "summary": None}
+    if progress_path.is_file():
+        progress = json.loads(progress_path.read_text())
+    limit = cfg.budget_minutes * 60
+    while progress["epochs_run"] < budget.epochs and not progress["stopped"]:
+        done, spent = progress["epochs_run"], progress["train_seconds"]
+        if limit and done and spent + spent / done > limit:
+            progress["stopped"] = "time budget"
+            write_json(progress_path, progress)
+            break
+        tc = TrainConfig(data=[str(p) for p in sorted(data.glob("train-*.h5"))],
+                         val=[str(p) for p in sorted(data.glob("val-*.h5"))], out=str(run_dir),
+                         epochs=done + 1, batch_size=budget.batch_size, lr=budget.lr, seed=cfg.seed,
+                         lr_schedule=budget.lr_schedule, schedule_epochs=budget.epochs, device=cfg.device,
+                         resume=(run_dir / "last.state.pt").is_file(), quiet=cfg.quiet)
+        t0 = time.perf_counter()
+        summary = fit(tc)
+        progress.update(epochs_run=done + 1, train_seconds=spent + time.perf_counter() - t0, summary=summary)
+        if budget.max_steps and summary.get("steps", 0) >= budget.max_steps:
+            progress["stopped"] = "max steps"
+        write_json(progress_path, progress)
+    best = run_dir / "best.safetensors"
+    if not best.is_file():
+        raise AmodalkitError("the training run ended without a best.safetensors checkpoint", run_dir)
+    return best
+
+
+def train_savos(cfg: BenchmarkConfig, run_dir: Path, ablation: str | None = None) -> Path:
+    """SaVos (or one of its ablations) with the savos budget; returns the best checkpoint."""
+    from amodalkit.models.savos import build_config
+    from amodalkit.train import train
+
+    budget = cfg.train["savos"]
+    model_config = build_config(**{**budget.options, **({ablation: True} if ablation else {})})
+    return _train_in_epochs(cfg, run_dir, budget, lambda tc: train(tc, model_config))
+
+
+def _framewise_config(name: str, options: dict) -> object:
+    try:
+        if name == "deocclusion":
+            from amodalkit.models.baselines.deocclusion import DeocclusionConfig as ConfigClass
+        else:
+            from amodalkit.models.baselines.unet import UNetConfig as ConfigClass
+    except ImportError as exc:
+        raise AmodalkitError(f"the {name} baseline is not available in this amodalkit ({exc})") from exc
+    return ConfigClass(**options)
+
+
+def train_framewise_method(cfg: BenchmarkConfig, run_dir: Path, name: str) -> Path:
+    """Self-Deocclusion or the supervised U-Net, trained frame by frame; returns the best checkpoint."""
+    budget = cfg.train[name]
+    model_config = _framewise_config(name, budget.options)
+    from amodalkit.train_framewise import train_framewise
+
+    return _train_in_epochs(cfg, run_dir, budget,
+                            lambda tc: train_framewise(tc, name, model_config, budget.max_steps))
+
+
+#: run name -> recipe(config, run folder) -> best checkpoint
+TRAINERS: dict[str, Callable[[BenchmarkConfig, Path], Path]] = {
+    "savos": train_savos,
+    "deocclusion": partial(train_framewise_method, name="deocclusion"),
+    "unet": partial(train_framewise_method, name="unet"),
+    **{f"savos-{a}": partial(train_savos, ablation=a) for a in ABLATIONS},
+}
+
+
+class TimedMethod(AmodalMethod):
+    """Wraps a method and clocks its ``predict_video`` calls (seconds and object-frames predicted)."""
+
+    def __init__(self, inner: AmodalMethod) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fields = inner.fields
+        self.seconds = 0.0
+        self.object_frames = 0
+
+    def predict_video(self, video: Video) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.inner.predict_video(video)
+        self.seconds += time.perf_counter() - t0
+        self.object_frames += video.num_objects * video.num_frames
+        return out
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+
+def build_row_method(cfg: BenchmarkConfig, row: Row, checkpoint: str | Path | None = None) -> AmodalMethod:
+    """The method of a row: from the registry, or loaded back from its trained checkpoint."""
+    from amodalkit.models.registry import build_method, method_from_checkpoint
+
+    if row.run is None:
+        return build_method(row.method, **row.options)
+    from amodalkit.train import resolve_device
+
+    if checkpoint is None:
+        raise AmodalkitError(f"row {row.name!r} needs its trained checkpoint")
+    method = method_from_checkpoint(checkpoint, device=resolve_device(cfg.device))
+    if method.name != row.method:
+        raise AmodalkitError(f"the checkpoint holds a {method.name!r} model, not {row.method!r}", checkpoint)
+    if row.tta:
+        from amodalkit.models.savos import TTAConfig
+
+        method = method.with_tta(TTAConfig(max_iters=cfg.tta_max_iters))
+    return method
+
+
+def _flags(options: dict) -> list[str]:
+    """``amodalkit train`` flags of model options: build_config keywords, or per-frame config fields."""
+    out = []
+    for key, value in options.items():
+        if key == "crop_size":
+            out += ["--crop", "x".join(map(str, value))]
+            continue
+        if key == "use_image":
+            out += [] if value else ["--no-image"]
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is not False and value is not None:
+            out += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    return out
+
+
+def benchmark_command(cfg: BenchmarkConfig) -> str:
+    """The ``amodalkit benchmark`` command line of a config (config.json holds every setting)."""
+    parts = ["amodalkit", "benchmark", "--data", cfg.data, "--out", cfg.out,
+             "--methods", ",".join(cfg.methods), "--device", cfg.device, "--seed", str(cfg.seed),
+             "--budget-minutes", f"{cfg.budget_minutes:g}"]
+    for name in TRAINED:
+        if name in cfg.methods:
+            parts += ["--epochs", f"{name}={cfg.train[name].epochs}"]
+    if cfg.ablations:
+        parts.append("--ablations")
+    if cfg.tta:
+        parts += ["--tta", "--tta-max-iters", str(cfg.tta_max_iters)]
+    return shlex.join(parts)
+
+
+def row_commands(cfg: BenchmarkConfig, row: Row, epochs: int | None) -> dict[str, str]:
+    """Stand-alone ``amodalkit train`` / ``evaluate`` commands that reproduce a row."""
+    test = str(Path(cfg.data) / "test-*.h5")
+    if row.run is None:
+        return {"evaluate": shlex.join(["amodalkit", "evaluate", "--method", row.method, *_flags(row.options),
+                                        "--data", test])}
+    run = Path(cfg.out) / "runs" / row.run
+    budget = cfg.train[row.method]
+    options = {**budget.options, **({row.ablation: True} if row.ablation else {})}
+    evaluate = ["amodalkit", "evaluate", "--model", row.method, "--checkpoint", str(run / "best.safetensors"),
+                "--data", test, "--device", cfg.device]
+    if row.tta:
+        evaluate += ["--tta", "--tta-max-iters", str(cfg.tta_max_iters)]
+    train = ["amodalkit", "train", "--model", row.method, "--data", str(Path(cfg.data) / "train-*.h5"),
+             "--val", str(Path(cfg.data) / "val-*.h5"), "--out", str(run), "--epochs", str(epochs),
+             "--batch-size", str(budget.batch_size), "--lr", f"{budget.lr:g}", "--seed", str(cfg.seed),
+             "--device", cfg.device, *_flags(options)]
+    if budget.lr_schedule != "constant":
+        train += ["--lr-schedule", budget.lr_schedule, "--schedule-epochs", str(budget.epochs)]
+    if budget.max_steps:
+        train += ["--max-steps", str(budget.max_steps)]
+    return {"train": shlex.join(train), "evaluate": shlex.join(evaluate)}
+
+
+def _finite(data: object) -> object:
+    """NaN / inf -> None, recursively, so results.json is strict JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
+def run_row(cfg: BenchmarkConfig, row: Row, test: list[Path]) -> dict:
+    """Train (or finish training) if the row needs it, score it on the test shards; return its entry."""
+    checkpoint, training = None, None
+    if row.run is not None:
+        run_dir = Path(cfg.out) / "runs" / row.run
+        checkpoint = TRAINERS[row.run](cfg, run_dir)
+        budget = cfg.train[row.method]
+        training = {**json.loads((run_dir / PROGRESS).read_text()), "run_dir": str(run_dir),
+                    "checkpoint": str(checkpoint), "budget": asdict(budget)}
+    timed = TimedMethod(build_row_method(cfg, row, checkpoint))
+    t0 = time.perf_counter()
+    result = evaluate_method(timed, test, quiet=cfg.quiet, data=str(Path(cfg.data) / "test-*.h5"))
+    eval_seconds = time.perf_counter() - t0
+    train_seconds = None if training is None or row.tta else training["train_seconds"]
+    entry = {
+        "row": row.name, "label": row.label, "method": row.method, "options": row.options,
+        "ablation": row.ablation, "tta": row.tta,
+        "metrics": {k: result[k] for k in ("frame_miou_full", "frame_miou_occluded", "object_miou_full",
+                                           "object_miou_occluded")},
+        "paper": None if row.paper is None else {"full": row.paper[0], "occluded": row.paper[1],
+                                                 "dataset": "FISHBOWL" if row.ablation else "Chewing Gum"},
+        "evaluation": result, "training": training, "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds, "predict_seconds": timed.seconds,
+        "object_frames_per_s": timed.object_frames / timed.seconds if timed.seconds > 0 else None,
+        "seed": cfg.seed, "command": benchmark_command(cfg),
+        "commands": row_commands(cfg, row, None if training is None else training["epochs_run"]),
+    }
+    return _finite(entry)
+
+
+def pick_figure_video(test: list[Path]) -> tuple[Path, int]:
+    """The video of the first test shard with the most hidden amodal pixels (shard, index)."""
+    best = (-1, 0)
+    with ShardReader(test[0]) as r:
+        for i in range(len(r)):
+            v = r.read_video(i, ("amodal", "amodal_annotated"))
+            hidden = int((v.amodal & ~v.visible_masks() & v.amodal_annotated[:, :, None, None]).sum())
+            best = max(best, (hidden, -i))
+    return test[0], -best[1]
+
+
+def write_figure(cfg: BenchmarkConfig, rows: list[Row], entries: dict[str, dict], test: list[Path]) -> dict:
+    """figure.png: rows visible / ground truth / each method, columns the same frames of one test video."""
+    from amodalkit.viz import save_video_picture
+
+    shard, index = pick_figure_video(test)
+    with ShardReader(shard) as r:
+        video = r.read_video(index)
+    preds = {}
+    for row in tqdm(rows, desc="figure", unit="method", leave=False, disable=cfg.quiet):
+        training = entries[row.name]["training"]
+        method = build_row_method(cfg, row, None if training is None else training["checkpoint"])
+        preds[row.name] = predict_binary(method, video)
+    h, w = video.size
+    scale = max(1, min(4, 200 // max(h, w)))
+    path = Path(cfg.out) / "figure.png"
+    save_video_picture(path, video.frames, video.visible_masks(), video.amodal, preds, cfg.figure_frames,
+                       scale)
+    return {"path": str(path), "shard": str(shard), "video_index": index, "video": video.name,
+            "frames": cfg.figure_frames}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.4f}"
+    return text[1:] if text.startswith("0.") else text
+
+
+def _metric_table(entries: list[dict], paper_title: str) -> list[str]:
+    lines = [f"| method | frame Full | frame Occluded | object Full | object Occluded | {paper_title} Full "
+             f"| {paper_title} Occluded |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        m, p = e["metrics"], e["paper"] or {}
+        lines.append(f"| {e['label']} | {_fmt(m['frame_miou_full'])} | {_fmt(m['frame_miou_occluded'])} "
+                     f"| {_fmt(m['object_miou_full'])} | {_fmt(m['object_miou_occluded'])} "
+                     f"| {_fmt(p.get('full'))} | {_fmt(p.get('occluded'))} |")
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def format_results_md(results: dict) -> str:
+    """results.md: Table 1 layout (frame- and object-level, paper column), then the cost of each row."""
+    cfg = results["config"]
+    entries = [e for e in results["methods"].values() if not e["ablation"]]
+    first = entries[0]["evaluation"]
+    lines = ["# Benchmark: amodal mean IoU on the test split", "",
+             f"Data: `{cfg['data']}` ({first['n_videos']} test videos, {first['n_object_frames']} scored "
+             f"object-frames, {first['n_occluded_object_frames']} with hidden pixels). Seed {cfg['seed']}.",
+             f"Produced by `{results['command']}` (every setting in `config.json`).", "",
+             "Frame-level mIoU is the paper's headline metric (mean over the objects of each frame, then "
+             "over frames); object-level is the mean over object-frames. Occluded: IoU restricted to the "
+             "pixels outside the visible mask, over object-frames with hidden ground truth. The paper "
+             "column is Table 1's Chewing Gum result (SPEC section 7).", ""]
+    lines += _metric_table(entries, "paper (Chewing Gum)")
+    lines += ["", "| method | epochs | train (s) | evaluate (s) | inference object-frames/s |",
+              "|---|---|---|---|---|"]
+    for e in entries:
+        t = e["training"]
+        epochs = "—"
+        if t is not None:
+            epochs = f"{t['epochs_run']}" + (f" ({t['stopped']})" if t["stopped"] else "")
+        fps = "—" if e["object_frames_per_s"] is None else f"{e['object_frames_per_s']:.0f}"
+        train = "(shared with SaVos)" if e["tta"] else _seconds(e["train_seconds"])
+        lines.append(f"| {e['label']} | {epochs} | {train} | {_seconds(e['eval_seconds'])} | {fps} |")
+    lines += ["", "![methods side by side](figure.png)", ""]
+    return "\n".join(lines)
+
+
+def format_ablations_md(results: dict) -> str:
+    """ablations.md: the paper's Table 2 layout, the FISHBOWL numbers for reference."""
+    rows = [results["methods"]["savos"]] + [e for e in results["methods"].values() if e["ablation"]]
+    ref_full, ref_occluded = PAPER_FISHBOWL_ABLATIONS["savos"]
+    full = {**rows[0], "label": "SaVos (full model)", "paper": {"full": ref_full, "occluded": ref_occluded}}
+    lines = ["# SaVos ablations (the paper's Table 2)", "",
+             f"Same data, seed and training budget as `savos`; produced by `{results['command']}`. "
+             "The paper's numbers are FISHBOWL (Table 2), so compare the ordering, not the values.", ""]
+    lines += _metric_table([full, *rows[1:]], "paper (FISHBOWL)")
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    """Produce every row (skipping finished ones), the figure and the tables; return results.json's data."""
+    cfg.validate()
+    out = Path(cfg.out)
+    rows = plan_rows(cfg)
+    splits = find_splits(cfg, rows)
+    claim_results_dir(cfg)
+    methods_dir = out / "methods"
+    remove_stale_temps(out)
+    remove_stale_temps(methods_dir)
+    entries = {}
+    bar = tqdm(rows, desc="benchmark", unit="method", disable=cfg.quiet)
+    for row in bar:
+        bar.set_postfix_str(row.name)
+        path = methods_dir / f"{row.name}.json"
+        if path.is_file():
+            try:
+                entries[row.name] = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise AmodalkitError(f"unreadable method result ({exc}); delete it to redo the row",
+                                     path) from exc
+            continue
+        entries[row.name] = run_row(cfg, row, splits["test"])
+        write_json(path, entries[row.name])
+    results = {"config": cfg.record(), "command": benchmark_command(cfg), "methods": entries,
+               "figure": write_figure(cfg, rows, entries, splits["test"])}
+    write_json(out / "results.json", results)
+    _write_text(out / "results.md", format_results_md(results))
+    if cfg.ablations:
+        _write_text(out / "ablations.md", format_ablations_md(results))
+    return results
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
