@@ -180,3 +180,24 @@ def test_zoo_is_an_attribute_of_the_package(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "savos"
+
+
+def test_shipped_savos_model_reproduces_its_registered_numbers(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """The first 100 savos2022 test videos (seed 0) score what the registry says, within 0.005."""
+    import torch
+
+    from amodalkit.datasets.chewing_gum import generate_dataset, make_config
+    from amodalkit.evaluate import evaluate_method
+    from amodalkit.shards import expand_shard_paths
+
+    monkeypatch.delenv("AMODALKIT_ZOO_REGISTRY", raising=False)
+    monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    metrics = zoo.get_entry("savos-chewing-gum").metrics
+    generate_dataset(tmp_path / "cg", make_config("savos2022"), {"test": 100}, seed=0, quiet=True)
+    paths = expand_shard_paths(str(tmp_path / "cg"))
+    result = evaluate_method(zoo.load("savos-chewing-gum"), paths, quiet=True)
+    assert result["n_videos"] == 100
+    for key in ("frame_miou_full", "frame_miou_occluded"):
+        assert abs(result[key] - metrics[f"first_100_{key}"]) < 0.005, (key, result[key])
