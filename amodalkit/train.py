@@ -16,7 +16,6 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs); only rank 0 writes files.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -35,7 +34,7 @@ from amodalkit.checkpoint import load_state_strict, read_checkpoint
 from amodalkit.datasets.clips import ClipConfig, ObjectClips, collate_clips
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.savos import MODEL_NAME, SavosConfig, SavosNet, count_parameters, save_savos, savos_loss
-from amodalkit.runlog import save_epoch_files
+from amodalkit.runlog import resumed_model_config, save_epoch_files
 
 LOSS_KEYS = ("loss", "mask", "consistency", "horizon")
 
@@ -165,14 +164,7 @@ class Trainer:
         cfg = self.cfg
         cfg_path = self.out / "config.json"
         if cfg.resume:
-            if not (self.out / "last.state.pt").is_file():
-                raise AmodalkitError("nothing to resume: no last.state.pt in the run folder", self.out)
-            saved = json.loads(cfg_path.read_text())
-            saved_model = SavosConfig.from_dict(saved["model_config"])
-            if asdict(saved_model) != asdict(model_config):
-                raise AmodalkitError("--resume with model options that differ from the run's config.json; "
-                                     "drop the model options or start a new --out", cfg_path)
-            return saved_model
+            return resumed_model_config(self.out, MODEL_NAME, SavosConfig, model_config)
         if (self.out / "last.safetensors").exists():
             raise AmodalkitError("the run folder already holds a run; pass --resume or choose a new --out",
                                  self.out)

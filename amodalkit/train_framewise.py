@@ -21,7 +21,6 @@ uninterrupted one. One process (no torchrun).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,7 +42,7 @@ from amodalkit.models.baselines.framewise import (
     count_parameters,
     save_framewise,
 )
-from amodalkit.runlog import save_epoch_files
+from amodalkit.runlog import resumed_model_config, save_epoch_files
 from amodalkit.train import TrainConfig, dist_info, pick_device
 
 #: loss(net, batch, generator) -> scalar tensor
@@ -123,17 +122,7 @@ class FramewiseTrainer:
         cfg = self.cfg
         cfg_path = self.out / "config.json"
         if cfg.resume:
-            if not (self.out / "last.state.pt").is_file():
-                raise AmodalkitError("nothing to resume: no last.state.pt in the run folder", self.out)
-            saved = json.loads(cfg_path.read_text())
-            if saved.get("model") != self.model_name:
-                raise AmodalkitError(f"--resume of a {saved.get('model')!r} run with --model "
-                                     f"{self.model_name}", cfg_path)
-            saved_model = self.spec.config_class.from_dict(saved["model_config"])
-            if asdict(saved_model) != asdict(model_config):
-                raise AmodalkitError("--resume with model options that differ from the run's config.json; "
-                                     "drop the model options or start a new --out", cfg_path)
-            return saved_model
+            return resumed_model_config(self.out, self.model_name, self.spec.config_class, model_config)
         if (self.out / "last.safetensors").exists():
             raise AmodalkitError("the run folder already holds a run; pass --resume or choose a new --out",
                                  self.out)
