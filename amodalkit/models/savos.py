@@ -14,6 +14,11 @@ Where both directions predict a frame, a softmax over their warped alphas blends
 (eq. 8); the blend M̂_t is the model's amodal prediction. The loss is
 λ1 · L_M + λ2 · L_C: L_M the W-weighted BCE of M̂_t against V_t (eqs. 3-5), L_C the soft-IoU
 distance between each direction's completion M̃_t and its warped prediction M̂_t (eq. 6).
+
+Beyond the paper (config switches, off in the ``paper`` and ``small`` presets, on in
+``cpu``): ``skips`` adds CNN_a's maps into DeConv_a, ``mask_feedback`` feeds DeConv_a the
+warped previous completion M̂_t beside V_t, and ``horizon`` > 1 adds appendix B's
+L_complete, truncated (:func:`horizon_mask_loss`).
 """
 
 from __future__ import annotations
