@@ -187,11 +187,11 @@ class Trainer:
         sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=self.cfg.workers, collate_fn=collate_clips,
-                          worker_init_fn=_worker_init, persistent_workers=False,
+                          worker_init_fn=worker_init, persistent_workers=False,
                           pin_memory=self.device.type == "cuda")
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast_for(self.device, self.cfg.precision)
 
     def _batches(self, loader: DataLoader, desc: str, show_loss: bool) -> Iterator[dict[str, torch.Tensor]]:
         bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=self.cfg.quiet or not self.info.main)
@@ -301,8 +301,14 @@ def _weighted(losses: dict[str, torch.Tensor], n: int) -> torch.Tensor:
     return torch.tensor([float(losses[k].detach()) * n for k in LOSS_KEYS] + [n], dtype=torch.float64)
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers use one thread each, so they do not fight the training process for cores."""
     torch.set_num_threads(1)
+
+
+def autocast_for(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast on `device` when ``precision`` is bf16, a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def train(cfg: TrainConfig, model_config: SavosConfig) -> dict:

@@ -43,7 +43,7 @@ from amodalkit.models.baselines.framewise import (
     save_framewise,
 )
 from amodalkit.runlog import resumed_model_config, save_epoch_files
-from amodalkit.train import TrainConfig, dist_info, pick_device
+from amodalkit.train import TrainConfig, autocast_for, dist_info, pick_device, worker_init
 
 #: loss(net, batch, generator) -> scalar tensor
 LossFn = Callable[[FramewiseNet, dict[str, torch.Tensor], torch.Generator], torch.Tensor]
@@ -69,10 +69,6 @@ FRAMEWISE_MODELS: dict[str, FramewiseModel] = {
 def _generator(*key: int) -> torch.Generator:
     """A CPU generator seeded from a key such as (seed, phase, step)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
-
-
-def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)
 
 
 class FramewiseTrainer:
@@ -144,11 +140,11 @@ class FramewiseTrainer:
         sampler = (RandomSampler(dataset, generator=_generator(self.cfg.seed, 2, epoch)) if shuffle
                    else SequentialSampler(dataset))
         return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.workers, worker_init_fn=_worker_init,
+                          num_workers=self.cfg.workers, worker_init_fn=worker_init,
                           pin_memory=self.device.type == "cuda")
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast_for(self.device, self.cfg.precision)
 
     def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k not in ("box", "key")}
