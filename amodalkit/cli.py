@@ -162,6 +162,9 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               type=click.Choice(["constant", "cosine"]), help="cosine: --lr decays towards 0 over --epochs.")
 @click.option("--schedule-epochs", default=0, show_default=True, type=int,
               help="Length of the cosine schedule when it differs from --epochs (0 = --epochs).")
+@click.option("--ema", default=0.0, show_default=True, type=float,
+              help="savos: validate and save a moving average of the weights with this decay per step "
+                   "(0 = off).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
@@ -202,9 +205,9 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--max-steps", default=0, show_default=True, type=int,
               help="deocclusion / unet: stop after this many optimizer steps in all (0 = no cap).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
-          lr: float, lr_schedule: str, schedule_epochs: int, seed: int, device: str, workers: int,
-          threads: int, precision: str, resume: bool, quiet: bool, preset: str, clip_stride: int,
-          max_steps: int, **model_options: object) -> None:
+          lr: float, lr_schedule: str, schedule_epochs: int, ema: float, seed: int, device: str,
+          workers: int, threads: int, precision: str, resume: bool, quiet: bool, preset: str,
+          clip_stride: int, max_steps: int, **model_options: object) -> None:
     """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
 
     SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val);
@@ -216,9 +219,11 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     from amodalkit.train import train as run_training
 
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
-                      lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, seed=seed,
+                      lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, ema=ema, seed=seed,
                       device=device, workers=workers, threads=threads, clip_stride=clip_stride,
                       precision=precision, resume=resume, quiet=quiet)
+    if model != "savos" and ema:
+        raise AmodalkitError("--ema applies to --model savos only")
     if model != "savos":
         from amodalkit.train_framewise import build_framewise_config, train_framewise
 

@@ -9,6 +9,10 @@ A run folder holds::
       last.safetensors       the latest epoch (+ last.json)
       last.state.pt          optimizer state and epoch counters (tensors and plain data only)
 
+With ``ema`` > 0 the checkpoints hold an exponential moving average of the weights (decay
+``ema`` per step), which is also what validation scores; the raw weights a resume needs
+go into ``last.state.pt``.
+
 No amodal label is read: selection uses the self-supervised loss on the validation clips.
 Started by ``torchrun --nproc_per_node N -m amodalkit train ...`` it trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); only rank 0 writes files.
@@ -26,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -57,6 +62,7 @@ class TrainConfig:
     precision: str = "fp32"
     lr_schedule: str = "constant"
     schedule_epochs: int = 0
+    ema: float = 0.0
     resume: bool = False
     quiet: bool = False
 
@@ -66,6 +72,8 @@ class TrainConfig:
                 or self.schedule_epochs < 0):
             raise AmodalkitError("--epochs and --batch-size must be at least 1, --lr positive, "
                                  "--workers at least 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise AmodalkitError(f"--ema must be a decay in [0, 1) (0 = off), got {self.ema}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise AmodalkitError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -145,6 +153,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.net = SavosNet(model_config).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.ema: AveragedModel | None = None
+        if cfg.ema > 0:
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         if cfg.resume:
             self._load_last()
         self.model: torch.nn.Module = self.net
@@ -173,10 +184,21 @@ class Trainer:
                                   "train": asdict(cfg), "world_size": self.info.world})
         return model_config
 
+    @property
+    def scored_net(self) -> SavosNet:
+        """The weights that are validated and saved: the moving average when ``ema`` is on."""
+        return self.net if self.ema is None else self.ema.module
+
     def _load_last(self) -> None:
         ck = read_checkpoint(self.out / "last.safetensors", expect_model=MODEL_NAME)
-        load_state_strict(self.net, ck.state_dict, self.out / "last.safetensors")
-        state = torch.load(self.out / "last.state.pt", map_location="cpu", weights_only=True)
+        load_state_strict(self.scored_net, ck.state_dict, self.out / "last.safetensors")
+        state_path = self.out / "last.state.pt"
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if (self.ema is not None) != ("raw_model" in state):
+            raise AmodalkitError("--resume must keep the run's --ema setting (on or off)", state_path)
+        if self.ema is not None:
+            load_state_strict(self.net, state["raw_model"], state_path)
+            self.ema.n_averaged.fill_(int(state["ema_steps"]))
         self.opt.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"]) + 1
         self.best = (float(state["best_loss"]), int(state["best_epoch"]))
@@ -226,6 +248,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             self.opt.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.net)
             n = batch["valid"].shape[0]
             self._last_loss = float(losses["loss"].detach())
             sums += _weighted(losses, n)
@@ -236,10 +260,11 @@ class Trainer:
     def evaluate_loss(self, dataset: ObjectClips, epoch: int) -> dict[str, float]:
         """Mean self-supervised losses over a clip set (no labels)."""
         self.model.eval()
+        self.scored_net.eval()
         sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
         for batch in self._batches(self._loader(dataset, False, epoch), "validate", False):
             with self._autocast():
-                out = self.net(batch)
+                out = self.scored_net(batch)
             losses = savos_loss({k: v.float() if v.is_floating_point() else v for k, v in out.items()},
                                 batch, self.model_config)
             n = batch["valid"].shape[0]
@@ -250,11 +275,13 @@ class Trainer:
     def _save(self, epoch: int, record: dict, is_best: bool) -> None:
         extra = {"epoch": epoch, "val_loss": record.get("val_loss"), "train_loss": record["train_loss"],
                  "train": asdict(self.cfg)}
-        save_savos(self.out / "last.safetensors", self.net, extra)
+        save_savos(self.out / "last.safetensors", self.scored_net, extra)
         if is_best:
-            save_savos(self.out / "best.safetensors", self.net, extra)
+            save_savos(self.out / "best.safetensors", self.scored_net, extra)
         state = {"optimizer": self.opt.state_dict(), "epoch": epoch, "best_loss": self.best[0],
                  "best_epoch": self.best[1]}
+        if self.ema is not None:
+            state |= {"raw_model": self.net.state_dict(), "ema_steps": int(self.ema.n_averaged)}
         save_epoch_files(self.out, epoch, record, state)
 
     def fit(self) -> dict:

@@ -82,6 +82,27 @@ def test_resume_continues_from_last_epoch(cg_savos: Path, tmp_path: Path) -> Non
         train(cfg(tmp_path / "fresh", 1, resume=True), TINY)
 
 
+def test_ema_weights_are_saved_and_resume_exactly(cg_savos: Path, tmp_path: Path) -> None:
+    def cfg(out: Path, epochs: int, ema: float = 0.9, resume: bool = False) -> TrainConfig:
+        return TrainConfig(data=[str(cg_savos / "train-*.h5")], val=[str(cg_savos / "val-*.h5")],
+                           out=str(out), epochs=epochs, batch_size=16, lr=1e-3, seed=5, ema=ema,
+                           resume=resume, quiet=True)
+
+    train(cfg(tmp_path / "straight", 2), TINY)
+    train(cfg(tmp_path / "split", 1), TINY)
+    with pytest.raises(AmodalkitError, match="--ema"):
+        train(cfg(tmp_path / "split", 2, ema=0.0, resume=True), TINY)
+    train(cfg(tmp_path / "split", 2, resume=True), TINY)
+    saved = read_checkpoint(tmp_path / "straight" / "last.safetensors").state_dict
+    raw = torch.load(tmp_path / "straight" / "last.state.pt", weights_only=True)["raw_model"]
+    assert any(not torch.equal(v, raw[k]) for k, v in saved.items())
+    resumed = read_checkpoint(tmp_path / "split" / "last.safetensors").state_dict
+    for k, v in saved.items():
+        torch.testing.assert_close(v, resumed[k], msg=k)
+    with pytest.raises(AmodalkitError, match="--ema"):
+        TrainConfig(data=["x"], out="y", ema=1.0).validate()
+
+
 def test_ddp_gloo_two_processes(cg_savos: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
