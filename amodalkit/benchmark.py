@@ -71,13 +71,14 @@ class TrainBudget:
     batch_size: int = 8
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    ema: float = 0.0
     max_steps: int = 0
     options: dict = field(default_factory=dict)
 
 
 def default_budgets() -> dict[str, TrainBudget]:
-    """The CPU recipes: SaVos as the shipped zoo model (``cpu`` preset, cosine learning rate)."""
-    return {"savos": TrainBudget(epochs=12, lr_schedule="cosine", options={"preset": "cpu"}),
+    """The CPU recipes: SaVos as the shipped zoo model (``cpu`` preset, weight average 0.99, 12 epochs)."""
+    return {"savos": TrainBudget(epochs=12, ema=0.99, options={"preset": "cpu"}),
             "deocclusion": TrainBudget(batch_size=64),
             "unet": TrainBudget(batch_size=64)}
 
@@ -262,7 +263,8 @@ def _train_in_epochs(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget,
         tc = TrainConfig(data=[str(p) for p in sorted(data.glob("train-*.h5"))],
                          val=[str(p) for p in sorted(data.glob("val-*.h5"))], out=str(run_dir),
                          epochs=done + 1, batch_size=budget.batch_size, lr=budget.lr, seed=cfg.seed,
-                         lr_schedule=budget.lr_schedule, schedule_epochs=budget.epochs, device=cfg.device,
+                         lr_schedule=budget.lr_schedule, schedule_epochs=budget.epochs, ema=budget.ema,
+                         device=cfg.device,
                          resume=(run_dir / "last.state.pt").is_file(), quiet=cfg.quiet)
         t0 = time.perf_counter()
         summary = fit(tc)
@@ -409,6 +411,8 @@ def row_commands(cfg: BenchmarkConfig, row: Row, epochs: int | None) -> dict[str
              "--device", cfg.device, *_flags(options)]
     if budget.lr_schedule != "constant":
         train += ["--lr-schedule", budget.lr_schedule, "--schedule-epochs", str(budget.epochs)]
+    if budget.ema:
+        train += ["--ema", f"{budget.ema:g}"]
     if budget.max_steps:
         train += ["--max-steps", str(budget.max_steps)]
     return {"train": shlex.join(train), "evaluate": shlex.join(evaluate)}

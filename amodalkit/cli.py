@@ -514,7 +514,7 @@ def benchmark(data: Path, out: Path, methods: str, device: str, seed: int, epoch
     \b
     The defaults are sized for 2 CPU cores and a set made by
       amodalkit gen-chewing-gum DIR --preset savos2022 --train 200 --val 50 --test 200 --seed 0
-    SaVos (cpu preset, 12 epochs, cosine learning rate), Self-Deocclusion and the U-Net
+    SaVos (the zoo recipe: cpu preset, --ema 0.99, 12 epochs), Self-Deocclusion and the U-Net
     (10 epochs each) each train for at most --budget-minutes (15), so the run ends
     within an hour; --ablations adds five SaVos trainings of the same budget. Rows
     already in OUT/methods/ are skipped on a rerun and interrupted trainings resume.

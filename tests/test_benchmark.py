@@ -68,6 +68,9 @@ def test_results_json_has_every_method(bench: Path) -> None:
             assert entry["commands"]["train"].startswith(f"amodalkit train --model {name}")
     temporal = results["methods"]["temporal-k5-bi"]["evaluation"]
     assert (temporal["k"], temporal["bidirectional"]) == (5, True)
+    savos_train = results["methods"]["savos"]["commands"]["train"]
+    assert "--preset cpu" in savos_train and "--ema 0.99" in savos_train
+    assert "raw_model" in torch.load(bench / "runs" / "savos" / "last.state.pt", weights_only=True)
     paper = results["methods"]["savos"]["paper"]
     assert paper == {"full": 0.9746, "occluded": 0.8046, "dataset": "Chewing Gum"}
     assert results["methods"]["temporal-k3"]["paper"] is None
