@@ -27,9 +27,9 @@ demo: $(STAMP)
 	$(BIN)/amodalkit info demo/data/test-00000.h5
 	$(BIN)/amodalkit evaluate --method convex --data 'demo/data/test-*.h5' --json demo/convex.json
 	$(BIN)/amodalkit evaluate --model zoo:savos-chewing-gum --data 'demo/data/test-*.h5' --json demo/savos.json
-	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --out demo/convex.png
-	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --out demo/convex.gif
-	@echo "demo done: see demo/convex.json, demo/savos.json, demo/convex.png and demo/convex.gif"
+	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --model zoo:savos-chewing-gum --out demo/methods.png
+	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --model zoo:savos-chewing-gum --out demo/savos.gif
+	@echo "demo done: see demo/convex.json, demo/savos.json, demo/methods.png and demo/savos.gif"
 
 clean:
 	rm -rf demo .pytest_cache

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from amodalkit.errors import AmodalkitError
+
+if TYPE_CHECKING:
+    from amodalkit.models.base import AmodalMethod
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -66,6 +70,26 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
     click.echo(f"{len(paths)} shards in {out_dir} ({counts} videos)")
 
 
+def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool) -> AmodalMethod:
+    """``--model NAME --checkpoint FILE`` or ``--model zoo:NAME`` as a ready method."""
+    from amodalkit.models.registry import method_from_checkpoint
+    from amodalkit.train import resolve_device
+
+    if model.startswith("zoo:"):
+        from amodalkit.zoo import fetch_weights, get_entry
+
+        if checkpoint is not None:
+            raise AmodalkitError("--model zoo:NAME brings its own weights; drop --checkpoint")
+        checkpoint = str(fetch_weights(model[4:], quiet=quiet))
+        model = get_entry(model[4:]).model
+    if checkpoint is None:
+        raise AmodalkitError(f"--model {model} needs --checkpoint FILE (or use --model zoo:NAME)")
+    m = method_from_checkpoint(checkpoint, device=resolve_device(device))
+    if m.name != model:
+        raise AmodalkitError(f"the checkpoint holds a {m.name!r} model, not {model!r}", checkpoint)
+    return m
+
+
 @cli.command()
 @click.option("--method", default=None, help="Registered method name, e.g. convex.")
 @click.option("--model", default=None,
@@ -106,21 +130,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
             raise AmodalkitError("--k and --bidirectional go with --method temporal")
         m = build_method(method, **{key: v for key, v in options.items() if v is not None})
     else:
-        from amodalkit.models.registry import method_from_checkpoint
-        from amodalkit.train import resolve_device
-
-        if model.startswith("zoo:"):
-            from amodalkit.zoo import fetch_weights, get_entry
-
-            if checkpoint is not None:
-                raise AmodalkitError("--model zoo:NAME brings its own weights; drop --checkpoint")
-            checkpoint = str(fetch_weights(model[4:], quiet=quiet))
-            model = get_entry(model[4:]).model
-        if checkpoint is None:
-            raise AmodalkitError(f"--model {model} needs --checkpoint FILE (or use --model zoo:NAME)")
-        m = method_from_checkpoint(checkpoint, device=resolve_device(device))
-        if m.name != model:
-            raise AmodalkitError(f"the checkpoint holds a {m.name!r} model, not {model!r}", checkpoint)
+        m = _trained_method(model, checkpoint, device, quiet)
         if window is not None:
             m.window = window
     paths = expand_shard_paths(data)
@@ -243,11 +253,16 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
               help="Video index in the shard.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="FILE.png (strip of frames) or FILE.gif (animation).")
-@click.option("--method", default=None, help="Also show this method's prediction.")
+@click.option("--method", default=None, help="Also show this registered method's prediction.")
+@click.option("--model", default=None,
+              help="Also show a trained model's prediction: savos, deocclusion or unet (with --checkpoint), "
+                   "or zoo:NAME.")
+@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
 @click.option("--frames", "n_frames", default=8, show_default=True, type=int, help="Frames in a PNG strip.")
 @click.option("--scale", default=4, show_default=True, type=int, help="Pixel magnification.")
-def show(shard: str, video_index: int, out: Path, method: str | None, n_frames: int, scale: int) -> None:
-    """Draw a video: visible masks, amodal ground-truth and optionally a method's prediction."""
+def show(shard: str, video_index: int, out: Path, method: str | None, model: str | None,
+         checkpoint: str | None, n_frames: int, scale: int) -> None:
+    """Draw a video: visible masks, amodal ground-truth and optionally predictions (--method, --model)."""
     from amodalkit.evaluate import predict_binary
     from amodalkit.models.registry import build_method
     from amodalkit.shards import ShardReader
@@ -255,6 +270,8 @@ def show(shard: str, video_index: int, out: Path, method: str | None, n_frames: 
 
     if n_frames < 1 or scale < 1:
         raise AmodalkitError("--frames and --scale must be at least 1")
+    if checkpoint is not None and model is None:
+        raise AmodalkitError("--checkpoint goes with --model")
     with ShardReader(shard) as r:
         if not 0 <= video_index < len(r):
             raise AmodalkitError(f"--video {video_index} is out of range (shard has {len(r)} videos)", shard)
@@ -262,6 +279,9 @@ def show(shard: str, video_index: int, out: Path, method: str | None, n_frames: 
     preds = {}
     if method is not None:
         preds[method] = predict_binary(build_method(method), video)
+    if model is not None:
+        trained = _trained_method(model, checkpoint, "auto", quiet=True)
+        preds[model.removeprefix("zoo:")] = predict_binary(trained, video)
     amodal = video.amodal if video.amodal_annotated.any() else None
     save_video_picture(out, video.frames, video.visible_masks(), amodal, preds, n_frames, scale)
     click.echo(f"wrote {out}")

@@ -53,6 +53,22 @@ def test_show_png_and_gif(cg_savos, tmp_path: Path, capsys) -> None:
     assert Image.open(tmp_path / "a.gif").n_frames == 40
 
 
+def test_show_a_trained_model_beside_a_method(cg_savos, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    shard = str(cg_savos / "test-00000.h5")
+    code, _, err = run(capsys, "show", shard, "--method", "convex", "--out", str(tmp_path / "one.png"))
+    assert code == 0, err
+    code, _, err = run(capsys, "show", shard, "--method", "convex", "--model", "zoo:savos-chewing-gum",
+                       "--out", str(tmp_path / "two.png"))
+    assert code == 0, err
+    one, two = Image.open(tmp_path / "one.png"), Image.open(tmp_path / "two.png")
+    assert one.size[0] == two.size[0] and two.size[1] > one.size[1]
+    code, _, err = run(capsys, "show", shard, "--checkpoint", "x.safetensors",
+                       "--out", str(tmp_path / "a.png"))
+    assert_one_line_error(code, err, "--checkpoint goes with --model")
+
+
 def test_missing_path_errors(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "info", str(tmp_path / "nope.h5"))
     assert_one_line_error(code, err, "nope.h5", "no such file")
