@@ -68,6 +68,8 @@ def claim_output_dir(record_path: str | Path, record: dict, conflict: str) -> No
             previous = json.loads(record_path.read_text())
         except (OSError, ValueError) as exc:
             raise AmodalkitError(f"unreadable run record ({exc})", record_path) from exc
-        if previous != record:
-            raise AmodalkitError(conflict, record_path.parent)
+        if previous == record:
+            return
+        keys = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+        raise AmodalkitError(f"{conflict} (settings that differ: {', '.join(keys)})", record_path.parent)
     write_json(record_path, record)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from amodalkit.atomic import atomic_path, remove_stale_temps, write_json
+from amodalkit.atomic import atomic_path, claim_output_dir, remove_stale_temps, write_json
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluate import evaluate_method, predict_binary
 from amodalkit.models.base import AmodalMethod
@@ -221,20 +221,9 @@ def find_splits(cfg: BenchmarkConfig, rows: list[Row]) -> dict[str, list[Path]]:
 
 def claim_results_dir(cfg: BenchmarkConfig) -> None:
     """Write config.json, or check that the one already there is the same configuration."""
-    path = Path(cfg.out) / "config.json"
-    record = cfg.record()
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise AmodalkitError(f"unreadable benchmark config ({exc})", path) from exc
-        if saved != record:
-            keys = sorted(k for k in set(saved) | set(record) if saved.get(k) != record.get(k))
-            raise AmodalkitError(f"this results folder holds a benchmark with other settings "
-                                 f"({', '.join(keys)}); rerun with the same options to resume, "
-                                 "or pick a new --out", path.parent)
-        return
-    write_json(path, record)
+    claim_output_dir(Path(cfg.out) / "config.json", cfg.record(),
+                     "this results folder holds a benchmark with other settings; rerun with the same "
+                     "options to resume, or pick a new --out")
 
 
 def _train_in_epochs(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget,

@@ -322,7 +322,7 @@ class SavosNet(nn.Module):
             completion, alpha, moved = self._complete_recurrent(hidden, visible, motion)
         else:
             out = self._decode_mask(hidden.reshape(n * t, -1), vis.reshape(n * t, 1, h, w))
-            completion = ((1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5).reshape(n, t, h, w)
+            completion = soft_mask(out[:, 0]).reshape(n, t, h, w)
             alpha = out[:, 1].reshape(n, t, h, w)
             moved = forward_warp(torch.stack([completion[:, :-1], alpha[:, :-1]], dim=2).reshape(-1, 2, h, w),
                                  motion[:, :-1].reshape(-1, 2, h, w), cfg.warp).reshape(n, t - 1, 2, h, w)
@@ -354,7 +354,7 @@ class SavosNet(nn.Module):
         completions, alphas, moved = [], [], []
         for i in range(t):
             out = self._decode_mask(hidden[:, i], torch.cat([visible[:, i, None], prev], dim=1))
-            completion = (1 - EPS) * torch.sigmoid(out[:, 0]) + EPS * 0.5
+            completion = soft_mask(out[:, 0])
             completions.append(completion)
             alphas.append(out[:, 1])
             if i < t - 1:
@@ -397,6 +397,11 @@ class SavosNet(nn.Module):
         pred = torch.where(has[:, :, None, None], blend, fwd["completion"])
         out = {f"forward_{k}": v for k, v in fwd.items()} | {f"backward_{k}": v for k, v in bwd.items()}
         return {"prediction": pred, "has_prediction": has, "forward_weight": wf, **out}
+
+
+def soft_mask(logits: torch.Tensor) -> torch.Tensor:
+    """Completor logits -> mask probabilities kept EPS/2 away from 0 and 1, so the BCE stays finite."""
+    return (1 - EPS) * torch.sigmoid(logits) + EPS * 0.5
 
 
 def mean_visible_flow(flow: torch.Tensor, visible: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,7 @@ def test_rerun_skips_complete_shards_and_rebuilds_missing(tmp_path: Path) -> Non
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     cfg = cg.make_config("savos2022")
     cg.generate_dataset(tmp_path, cfg, {"test": 1}, seed=2, quiet=True)
-    with pytest.raises(AmodalkitError, match="other settings"):
+    with pytest.raises(AmodalkitError, match=r"other settings.*differ: seed\)"):
         cg.generate_dataset(tmp_path, cfg, {"test": 1}, seed=3, quiet=True)
 
 
