@@ -1,5 +1,6 @@
 # Two commands: `make demo` runs the main job end to end on small data, `make test` runs the
-# checks. Each creates .venv and installs what it needs (torch's CPU pin first).
+# checks. Each creates .venv and installs what it needs, torch==2.13.0 first (on these machines
+# the pin finds a CPU build on disk; on others pip takes that release's default build for the platform).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin

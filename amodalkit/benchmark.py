@@ -11,7 +11,7 @@ The results folder::
     RESULTS_DIR/
       config.json            BenchmarkConfig; a rerun must use the same one
       methods/ROW.json       one finished row: metrics, timings, training summary, commands
-      runs/ROW/              training run folders (train.py layout), resumed when interrupted
+      runs/ROW/              training run folders (amodalkit.engine.runlog layout), resumed when interrupted
       results.json           config + every row
       results.md             the paper's Table 1 layout (+ training and inference cost)
       ablations.md           the paper's Table 2 layout (with ablations)
@@ -26,7 +26,7 @@ import json
 import math
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -226,41 +226,48 @@ def claim_results_dir(cfg: BenchmarkConfig) -> None:
                      "options to resume, or pick a new --out")
 
 
-def _train_in_epochs(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget,
-                     fit: Callable[..., dict]) -> Path:
-    """Train an epoch per call up to ``budget.epochs``, the time budget or the step cap; return the best.
+def _train_run(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget, model_name: str,
+               model_config: object) -> Path:
+    """Train one run up to ``budget.epochs``, the time budget or the step cap; return its best checkpoint.
 
-    ``RUN/benchmark_progress.json`` keeps epochs done, training seconds, why training stopped
-    early (None, "time budget" or "max steps") and the last summary, so an interrupted
-    benchmark resumes the run (``TrainConfig(resume=True)`` once ``RUN/last.state.pt``
-    exists) and keeps counting the same time budget.
+    One loop with a :class:`~amodalkit.engine.hooks.TimeBudget` hook: no epoch starts that
+    the mean epoch time so far says would end past ``budget_minutes``. The hook's seconds
+    live in the run's ``last.state.pt``, so an interrupted benchmark resumes the run
+    (``--resume`` once it holds a committed epoch) and keeps counting the same budget.
+    ``RUN/benchmark_progress.json`` records the finished run: epochs done, training seconds,
+    why training stopped early (None, "time budget" or "max steps") and the summary; a run
+    it does not record as finished is resumed.
     """
-    from amodalkit.train import TrainConfig
+    from amodalkit.engine import TimeBudget, TrainConfig, Trainer, make_task
+    from amodalkit.engine.runlog import holds_run
 
-    data = Path(cfg.data)
     progress_path = run_dir / PROGRESS
-    progress = {"epochs_run": 0, "train_seconds": 0.0, "stopped": None, "summary": None}
+    spent, done, stopped = 0.0, 0, None
     if progress_path.is_file():
-        progress = json.loads(progress_path.read_text())
-    limit = cfg.budget_minutes * 60
-    while progress["epochs_run"] < budget.epochs and not progress["stopped"]:
-        done, spent = progress["epochs_run"], progress["train_seconds"]
-        if limit and done and spent + spent / done > limit:
-            progress["stopped"] = "time budget"
-            write_json(progress_path, progress)
-            break
+        try:
+            progress = json.loads(progress_path.read_text())
+            spent, done = float(progress["train_seconds"]), int(progress["epochs_run"])
+            stopped = progress["stopped"]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise AmodalkitError(f"unreadable training progress ({exc}); delete it to resume the run",
+                                 progress_path) from exc
+    if not stopped and done < budget.epochs:
+        data = Path(cfg.data)
         tc = TrainConfig(data=[str(p) for p in sorted(data.glob("train-*.h5"))],
                          val=[str(p) for p in sorted(data.glob("val-*.h5"))], out=str(run_dir),
-                         epochs=done + 1, batch_size=budget.batch_size, lr=budget.lr, seed=cfg.seed,
+                         epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr, seed=cfg.seed,
                          lr_schedule=budget.lr_schedule, schedule_epochs=budget.epochs, ema=budget.ema,
-                         device=cfg.device,
-                         resume=(run_dir / "last.state.pt").is_file(), quiet=cfg.quiet)
-        t0 = time.perf_counter()
-        summary = fit(tc)
-        progress.update(epochs_run=done + 1, train_seconds=spent + time.perf_counter() - t0, summary=summary)
-        if budget.max_steps and summary.get("steps", 0) >= budget.max_steps:
-            progress["stopped"] = "max steps"
-        write_json(progress_path, progress)
+                         max_steps=budget.max_steps, device=cfg.device, resume=holds_run(run_dir),
+                         quiet=cfg.quiet)
+        clock = TimeBudget(cfg.budget_minutes * 60)
+        clock.spent, clock.epochs = spent, done
+        trainer = Trainer(tc, make_task(model_name, model_config), hooks=[clock])
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
+        write_json(progress_path, {"epochs_run": summary["last_epoch"], "train_seconds": clock.spent,
+                                   "stopped": summary["stopped"], "summary": summary})
     best = run_dir / "best.safetensors"
     if not best.is_file():
         raise AmodalkitError("the training run ended without a best.safetensors checkpoint", run_dir)
@@ -270,32 +277,18 @@ def _train_in_epochs(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget,
 def train_savos(cfg: BenchmarkConfig, run_dir: Path, ablation: str | None = None) -> Path:
     """SaVos (or one of its ablations) with the savos budget; returns the best checkpoint."""
     from amodalkit.models.savos import build_config
-    from amodalkit.train import train
 
     budget = cfg.train["savos"]
     model_config = build_config(**{**budget.options, **({ablation: True} if ablation else {})})
-    return _train_in_epochs(cfg, run_dir, budget, lambda tc: train(tc, model_config))
-
-
-def _framewise_config(name: str, options: dict) -> object:
-    try:
-        if name == "deocclusion":
-            from amodalkit.models.baselines.deocclusion import DeocclusionConfig as ConfigClass
-        else:
-            from amodalkit.models.baselines.unet import UNetConfig as ConfigClass
-    except ImportError as exc:
-        raise AmodalkitError(f"the {name} baseline is not available in this amodalkit ({exc})") from exc
-    return ConfigClass(**options)
+    return _train_run(cfg, run_dir, budget, "savos", model_config)
 
 
 def train_framewise_method(cfg: BenchmarkConfig, run_dir: Path, name: str) -> Path:
     """Self-Deocclusion or the supervised U-Net, trained frame by frame; returns the best checkpoint."""
-    budget = cfg.train[name]
-    model_config = _framewise_config(name, budget.options)
-    from amodalkit.train_framewise import train_framewise
+    from amodalkit.engine import TASKS
 
-    return _train_in_epochs(cfg, run_dir, budget,
-                            lambda tc: train_framewise(tc, name, model_config, budget.max_steps))
+    budget = cfg.train[name]
+    return _train_run(cfg, run_dir, budget, name, TASKS[name].config_class(**budget.options))
 
 
 #: run name -> recipe(config, run folder) -> best checkpoint
@@ -308,20 +301,24 @@ TRAINERS: dict[str, Callable[[BenchmarkConfig, Path], Path]] = {
 
 
 class TimedMethod(AmodalMethod):
-    """Wraps a method and clocks its ``predict_video`` calls (seconds and object-frames predicted)."""
+    """Wraps a method and clocks its predictions (seconds and object-frames predicted)."""
 
     def __init__(self, inner: AmodalMethod) -> None:
         self.inner = inner
         self.name = inner.name
         self.fields = inner.fields
+        self.videos_per_batch = inner.videos_per_batch
         self.seconds = 0.0
         self.object_frames = 0
 
     def predict_video(self, video: Video) -> np.ndarray:
+        return self.predict_videos([video])[0]
+
+    def predict_videos(self, videos: Sequence[Video]) -> list[np.ndarray]:
         t0 = time.perf_counter()
-        out = self.inner.predict_video(video)
+        out = self.inner.predict_videos(videos)
         self.seconds += time.perf_counter() - t0
-        self.object_frames += video.num_objects * video.num_frames
+        self.object_frames += sum(v.num_objects * v.num_frames for v in videos)
         return out
 
     def describe(self) -> dict:
@@ -334,11 +331,11 @@ def build_row_method(cfg: BenchmarkConfig, row: Row, checkpoint: str | Path | No
 
     if row.run is None:
         return build_method(row.method, **row.options)
-    from amodalkit.train import resolve_device
+    from amodalkit.device import resolve_device
 
     if checkpoint is None:
         raise AmodalkitError(f"row {row.name!r} needs its trained checkpoint")
-    method = method_from_checkpoint(checkpoint, device=resolve_device(cfg.device))
+    method = method_from_checkpoint(checkpoint, device=str(resolve_device(cfg.device)))
     if method.name != row.method:
         raise AmodalkitError(f"the checkpoint holds a {method.name!r} model, not {row.method!r}", checkpoint)
     if row.tta:

@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _hold(folder: Path) -> None:
+    """Check and lock output `folder` for the rest of the command; clean its dead runs' temporary files."""
+    from amodalkit.atomic import output_lock, remove_stale_temps
+    from amodalkit.paths import check_writable
+
+    check_writable(folder, "output folder", folder=True)
+    click.get_current_context().with_resource(output_lock(folder))
+    remove_stale_temps(folder)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="amodalkit")
 def cli() -> None:
@@ -65,6 +75,7 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
               "test": defaults[2] if test is None else test}
     if jobs < 1:
         raise AmodalkitError("--jobs must be at least 1")
+    _hold(out_dir)
     paths = generate_dataset(out_dir, cfg, splits, seed, videos_per_shard, jobs, quiet)
     counts = ", ".join(f"{k} {v}" for k, v in splits.items())
     click.echo(f"{len(paths)} shards in {out_dir} ({counts} videos)")
@@ -72,8 +83,8 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 
 def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool) -> AmodalMethod:
     """``--model NAME --checkpoint FILE`` or ``--model zoo:NAME`` as a ready method."""
+    from amodalkit.device import resolve_device
     from amodalkit.models.registry import method_from_checkpoint
-    from amodalkit.train import resolve_device
 
     if model.startswith("zoo:"):
         from amodalkit.zoo import fetch_weights, get_entry
@@ -84,7 +95,7 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
         model = get_entry(model[4:]).model
     if checkpoint is None:
         raise AmodalkitError(f"--model {model} needs --checkpoint FILE (or use --model zoo:NAME)")
-    m = method_from_checkpoint(checkpoint, device=resolve_device(device))
+    m = method_from_checkpoint(checkpoint, device=str(resolve_device(device)))
     if m.name != model:
         raise AmodalkitError(f"the checkpoint holds a {m.name!r} model, not {model!r}", checkpoint)
     return m
@@ -105,6 +116,8 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
 @click.option("--tta-max-iters", default=50, show_default=True, type=int,
               help="Cap on adaptation steps per video.")
 @click.option("--tta-lr", default=1e-4, show_default=True, type=float, help="Adam learning rate of TTA.")
+@click.option("--tta-chunk", default=16, show_default=True, type=int,
+              help="Clips per TTA forward/backward (gradients accumulated over chunks; bounds memory).")
 @click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
 @click.option("--k", "k", type=int, default=None, help="--method temporal: window of k frames (3 or 5).")
@@ -112,16 +125,21 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
              json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
-             tta_lr: float, occlusion_range: tuple[float, float] | None, k: int | None,
+             tta_lr: float, tta_chunk: int, occlusion_range: tuple[float, float] | None, k: int | None,
              bidirectional: bool, quiet: bool) -> None:
     """Score a method with the paper's frame- and object-level full/occluded mIoU."""
     from amodalkit.atomic import write_json
     from amodalkit.evaluate import evaluate_method, format_table
     from amodalkit.models.registry import build_method
+    from amodalkit.paths import check_writable, refuse_overwrite
     from amodalkit.shards import expand_shard_paths
 
     if (method is None) == (model is None):
         raise AmodalkitError("give either --method NAME (e.g. convex) or --model NAME --checkpoint FILE")
+    paths = expand_shard_paths(data)
+    if json_path is not None:
+        check_writable(json_path, "--json file")
+        refuse_overwrite({"--json": json_path}, [*paths, checkpoint])
     if method is not None:
         if tta or checkpoint:
             raise AmodalkitError("--checkpoint and --tta go with --model, not --method")
@@ -130,10 +148,14 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
             raise AmodalkitError("--k and --bidirectional go with --method temporal")
         m = build_method(method, **{key: v for key, v in options.items() if v is not None})
     else:
+        tta_config = None
+        if tta:
+            from amodalkit.models.savos import TTAConfig
+
+            tta_config = TTAConfig(max_iters=tta_max_iters, lr=tta_lr, chunk_size=tta_chunk)
         m = _trained_method(model, checkpoint, device, quiet)
         if window is not None:
             m.window = window
-    paths = expand_shard_paths(data)
     keep = None
     if occlusion_range:
         from amodalkit.datasets.fishbowl import occlusion_range_filter
@@ -144,9 +166,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
         result["occlusion_range"] = list(occlusion_range)
     click.echo(format_table(result))
     if tta:
-        from amodalkit.models.savos import TTAConfig
-
-        adapted = m.with_tta(TTAConfig(max_iters=tta_max_iters, lr=tta_lr))
+        adapted = m.with_tta(tta_config)
         result["tta"] = evaluate_method(adapted, paths, quiet=quiet, data=" ".join(data), object_filter=keep)
         click.echo("with test-time adaptation:")
         click.echo(format_table(result["tta"]))
@@ -173,15 +193,17 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--schedule-epochs", default=0, show_default=True, type=int,
               help="Length of the cosine schedule when it differs from --epochs (0 = --epochs).")
 @click.option("--ema", default=0.0, show_default=True, type=float,
-              help="savos: validate and save a moving average of the weights with this decay per step "
-                   "(0 = off).")
+              help="Validate and save a moving average of the weights with this decay per step (0 = off).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option("--threads", default=0, show_default=True, type=int,
               help="Torch CPU threads per process (0 = torch's default; 1 is faster on a busy machine).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="bf16 or fp16 autocast (fp16: CUDA only, with a gradient scaler).")
+@click.option("--deterministic", is_flag=True,
+              help="torch.use_deterministic_algorithms(True): refuse nondeterministic GPU kernels.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last committed epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "small", "cpu"]),
               help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops; "
@@ -213,36 +235,38 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--no-flow", is_flag=True, help="Ablation: no optical flow input to the encoder.")
 @click.option("--no-image", is_flag=True, help="Ablation: no image input to the encoder.")
 @click.option("--max-steps", default=0, show_default=True, type=int,
-              help="deocclusion / unet: stop after this many optimizer steps in all (0 = no cap).")
+              help="Stop after this many optimizer steps in all (0 = no cap; the last epoch still saves).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
           lr: float, lr_schedule: str, schedule_epochs: int, ema: float, seed: int, device: str,
-          workers: int, threads: int, precision: str, resume: bool, quiet: bool, preset: str,
-          clip_stride: int, max_steps: int, **model_options: object) -> None:
+          workers: int, threads: int, precision: str, deterministic: bool, resume: bool, quiet: bool,
+          preset: str, clip_stride: int, max_steps: int, **model_options: object) -> None:
     """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
 
     SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val);
     unet is the supervised oracle and reads the amodal ground truth of --data and --val.
-    The per-frame models take --crop, --channels, --enlarge, --no-image and --max-steps.
+    The per-frame models take --crop, --channels, --enlarge and --no-image; every model takes
+    --ema, --max-steps, --precision and torchrun.
     """
+    from amodalkit.device import dist_info
+    from amodalkit.engine import TrainConfig, build_framewise_config, train_model
     from amodalkit.models.savos import build_config
-    from amodalkit.train import TrainConfig
-    from amodalkit.train import train as run_training
+    from amodalkit.paths import expand_inputs, refuse_overwrite
+
+    refuse_overwrite({"--out": out}, expand_inputs([*data, *val]), output_folders=True)
+    if dist_info().main:
+        _hold(out)
 
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, ema=ema, seed=seed,
                       device=device, workers=workers, threads=threads, clip_stride=clip_stride,
-                      precision=precision, resume=resume, quiet=quiet)
-    if model != "savos" and ema:
-        raise AmodalkitError("--ema applies to --model savos only")
-    if model != "savos":
-        from amodalkit.train_framewise import build_framewise_config, train_framewise
-
-        model_cfg = build_framewise_config(model, preset=preset, clip_stride=clip_stride, **model_options)
-        summary = train_framewise(cfg, model, model_cfg, max_steps)
-    elif max_steps:
-        raise AmodalkitError("--max-steps caps --model deocclusion / unet; SaVos trains for --epochs")
+                      precision=precision, max_steps=max_steps, deterministic=deterministic, resume=resume,
+                      quiet=quiet)
+    cfg.validate()
+    if model == "savos":
+        model_cfg = build_config(preset, **model_options)
     else:
-        summary = run_training(cfg, build_config(preset, **model_options))
+        model_cfg = build_framewise_config(model, preset=preset, clip_stride=clip_stride, **model_options)
+    summary = train_model(cfg, model, model_cfg)
     click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
                f"{summary['best_loss']:.4f}); checkpoints in {out}")
 
@@ -265,6 +289,7 @@ def show(shard: str, video_index: int, out: Path, method: str | None, model: str
     """Draw a video: visible masks, amodal ground-truth and optionally predictions (--method, --model)."""
     from amodalkit.evaluate import predict_binary
     from amodalkit.models.registry import build_method
+    from amodalkit.paths import check_writable, refuse_overwrite
     from amodalkit.shards import ShardReader
     from amodalkit.viz import save_video_picture
 
@@ -272,6 +297,8 @@ def show(shard: str, video_index: int, out: Path, method: str | None, model: str
         raise AmodalkitError("--frames and --scale must be at least 1")
     if checkpoint is not None and model is None:
         raise AmodalkitError("--checkpoint goes with --model")
+    check_writable(out, "--out picture")
+    refuse_overwrite({"--out": out}, [shard, checkpoint])
     with ShardReader(shard) as r:
         if not 0 <= video_index < len(r):
             raise AmodalkitError(f"--video {video_index} is out of range (shard has {len(r)} videos)", shard)
@@ -306,6 +333,7 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
          frames_glob: str | None, out_dir: Path | None, fmt: str, inspect_files: tuple[str, ...],
          quiet: bool) -> None:
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
+    from amodalkit.paths import check_writable
     from amodalkit.preprocess.flow import (
         describe_flow_file,
         fill_shards_flow,
@@ -324,14 +352,19 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
         raise AmodalkitError("--frames needs --out DIR")
     if batch_size < 1:
         raise AmodalkitError("--batch-size must be at least 1")
+    if frames_glob:
+        check_writable(out_dir, "--out folder", folder=True)
+    else:
+        shard_paths = expand_shard_paths(shards)
+        for p in shard_paths:
+            check_writable(p, "shard")
     estimator = get_flow_backend(backend, checkpoint, device)
     if frames_glob:
         outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, quiet)
         click.echo(f"wrote {len(outs)} {fmt} flow files to {out_dir}")
         return
-    paths = expand_shard_paths(shards)
-    done = fill_shards_flow(paths, estimator, batch_size, quiet)
-    skipped = f" ({len(paths) - len(done)} already had it)" if len(done) < len(paths) else ""
+    done = fill_shards_flow(shard_paths, estimator, batch_size, quiet)
+    skipped = f" ({len(shard_paths) - len(done)} already had it)" if len(done) < len(shard_paths) else ""
     click.echo(f"{estimator.name} flow in {len(done)} shards{skipped}")
 
 
@@ -382,8 +415,14 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
            classes: tuple[str, ...], tracker: str | None, flow_backend: str | None, iou_threshold: float,
            max_gap: int, name: str | None, quiet: bool) -> None:
     """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
-    from amodalkit.preprocess.tracks import build_tracks_shard
+    import glob
 
+    from amodalkit.paths import check_writable, refuse_overwrite
+    from amodalkit.preprocess.tracks import build_tracks_shard, list_frame_files
+
+    check_writable(out, "--out shard")
+    sources = [str(Path(glob.escape(s)) / "*.png") if Path(s).is_dir() else s for s in (mots, masks) if s]
+    refuse_overwrite({"--out": out}, [*list_frame_files(frames_glob), *sources])
     video = build_tracks_shard(out, frames_glob, mots=mots, masks=masks, fmt=fmt, classes=classes or None,
                                tracker=tracker, flow=flow_backend, iou_threshold=iou_threshold,
                                max_gap=max_gap, name=name, quiet=quiet)
@@ -443,8 +482,13 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     Object image N is raw frame mapping[rand[N]-1], verified pixel by pixel; mismatches are
     listed in OUT/match_report.json and never used. Re-runs skip finished drives.
     """
+    from amodalkit.datasets import kins_video
     from amodalkit.datasets.kins_video import BuildConfig, build_kins_video, format_summary
+    from amodalkit.paths import refuse_overwrite
 
+    written = (kins_video.RECORD_FILE, kins_video.REPORT_FILE, kins_video.SPLIT_FILE, kins_video.SUMMARY_FILE)
+    refuse_overwrite([("--out", out_dir / name) for name in written], [*kins_json, checkpoint])
+    _hold(out_dir)
     cfg = BuildConfig(tracks=tracks, context=context, flow=flow, checkpoint=checkpoint, device=device,
                       split_seed=split_seed, match_tolerance=match_tolerance, keep_unoccluded=keep_unoccluded,
                       search_unmapped=search_unmapped)
@@ -477,7 +521,10 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
     `amodalkit evaluate ... --occlusion-range 0.1 0.7`.
     """
     from amodalkit.datasets.fishbowl import import_fishbowl
+    from amodalkit.paths import refuse_overwrite
 
+    refuse_overwrite({"--out": out_dir}, [src], output_folders=True)
+    _hold(out_dir)
     paths = import_fishbowl(src, out_dir, split, videos_per_shard, limit, jobs, quiet)
     click.echo(f"{len(paths)} shards in {out_dir}")
 
@@ -495,12 +542,18 @@ def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred
     """Write the scored ground truth (and a method's predictions) of SHARDS as COCO-style amodal JSON."""
     from amodalkit.datasets.kins import export_coco
     from amodalkit.models.registry import build_method
+    from amodalkit.paths import check_writable, refuse_overwrite
     from amodalkit.shards import expand_shard_paths
 
     m = build_method(method) if method is not None else None
     if m is not None and pred_out is None:
         pred_out = out.with_name(f"{out.stem}_{method}_results.json")
-    counts = export_coco(expand_shard_paths(shards), out, m, pred_out, quiet)
+    paths = expand_shard_paths(shards)
+    for target, what in ((out, "--out file"), (pred_out, "--pred-out file")):
+        if target is not None:
+            check_writable(target, what)
+    refuse_overwrite({"--out": out, "--pred-out": pred_out}, paths)
+    counts = export_coco(paths, out, m, pred_out, quiet)
     click.echo(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations")
     if m is not None:
         click.echo(f"wrote {pred_out}: {counts['predictions']} predictions")
@@ -540,7 +593,10 @@ def benchmark(data: Path, out: Path, methods: str, device: str, seed: int, epoch
     already in OUT/methods/ are skipped on a rerun and interrupted trainings resume.
     """
     from amodalkit.benchmark import make_config, run_benchmark
+    from amodalkit.paths import refuse_overwrite
 
+    refuse_overwrite({"--out": out}, [data], output_folders=True)
+    _hold(out)
     cfg = make_config(data, out, methods, epochs, ablations, device=device, seed=seed,
                       budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
     run_benchmark(cfg)
@@ -564,9 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
     except PermissionError as exc:
-        click.echo(f"error: {exc.filename}: permission denied", err=True)
+        click.echo(f"error: {exc.filename or 'a file'}: permission denied", err=True)
     except OSError as exc:
-        click.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}".splitlines()[0], err=True)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

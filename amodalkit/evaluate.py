@@ -23,12 +23,28 @@ def scored_object_frames(video: Video) -> np.ndarray:
 
 def predict_binary(method: AmodalMethod, video: Video) -> np.ndarray:
     """Thresholded prediction at 0.5, with visible pixels always part of it: (K, T, H, W) bool."""
-    pred = np.asarray(method.predict_video(video))
-    expected = (video.num_objects, video.num_frames, *video.size)
-    if pred.shape != expected:
-        raise AmodalkitError(f"method {method.name!r} returned shape {pred.shape} for video "
-                             f"{video.name!r}, expected {expected}")
-    return (pred > 0.5) | video.visible_masks()
+    return predict_binaries(method, [video])[0]
+
+
+def predict_binaries(method: AmodalMethod, videos: Sequence[Video]) -> list[np.ndarray]:
+    """:func:`predict_binary` of several videos, predicted together (:meth:`AmodalMethod.predict_videos`)."""
+    out = []
+    for video, pred in zip(videos, method.predict_videos(videos), strict=True):
+        pred = np.asarray(pred)
+        expected = (video.num_objects, video.num_frames, *video.size)
+        if pred.shape != expected:
+            raise AmodalkitError(f"method {method.name!r} returned shape {pred.shape} for video "
+                                 f"{video.name!r}, expected {expected}")
+        out.append((pred > 0.5) | video.visible_masks())
+    return out
+
+
+def unique_paths(paths: Sequence[Path]) -> list[Path]:
+    """`paths` in order without repeats of the same file (compared by resolved path)."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        seen.setdefault(Path(p).resolve(), Path(p))
+    return list(seen.values())
 
 
 def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = False,
@@ -37,14 +53,24 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
 
     `object_filter(video)` -> (K, T) bool, when given, further restricts the scored
-    object-frames (e.g. FISHBOWL's occlusion-rate range).
+    object-frames (e.g. FISHBOWL's occlusion-rate range). A shard given twice (the same file
+    by resolved path, e.g. through a glob and by name) is scored once.
     """
+    paths = unique_paths(paths)
     total = 0
     for p in paths:
         with ShardReader(p) as r:
             total += len(r)
     acc = MetricAccumulator()
     fields = tuple(method.fields) + GT_FIELDS
+    pending: list[tuple[Video, np.ndarray]] = []
+
+    def score_pending() -> None:
+        preds = predict_binaries(method, [v for v, _ in pending])
+        for (video, scored), pred in zip(pending, preds):
+            acc.add(score_video(pred, video.amodal, video.visible_masks(), scored))
+        pending.clear()
+
     for _, video in tqdm(iter_videos(paths, fields), total=total, desc=f"evaluate {method.name}",
                          unit="video", disable=quiet):
         scored = scored_object_frames(video)
@@ -53,7 +79,11 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
         if not scored.any():
             acc.n_videos += 1
             continue
-        acc.add(score_video(predict_binary(method, video), video.amodal, video.visible_masks(), scored))
+        pending.append((video, scored))
+        if len(pending) >= max(1, method.videos_per_batch):
+            score_pending()
+    if pending:
+        score_pending()
     result = acc.result()
     if result["n_object_frames"] == 0:
         raise AmodalkitError("the shards hold no amodal ground truth to score against",

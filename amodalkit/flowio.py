@@ -13,6 +13,12 @@ Formats, byte for byte:
   ``s`` means ``(s - 2**15) / 64`` pixels. Writing computes ``s = flow * 64 + 2**15`` in
   float32, clipped to [0, 65535] and truncated to an integer, as the KITTI devkit does;
   invalid pixels are written as (0, 0, 0) and read back as zero flow.
+
+Invalid pixels read the same in both formats: :func:`read_flow` returns zero flow there and
+``valid`` False (a ``.flo`` pixel is invalid when a component is NaN, infinite or at least
+1e9 in magnitude, Middlebury's "unknown flow" mark), so no reader hands out NaN or 1e9
+values. :func:`write_flo` refuses non-finite flow; mark unknown pixels with a KITTI PNG's
+valid mask instead.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 
 from amodalkit.atomic import atomic_path
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import check_size, imread
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +40,7 @@ FLO_MAGIC = 202021.25
 FLO_MAGIC_BYTES = np.array([FLO_MAGIC], "<f4").tobytes()
 FLO_HEADER = 12
 FLO_MAX_SIDE = 100_000
+FLO_UNKNOWN = 1e9
 KITTI_SCALE = 64.0
 KITTI_OFFSET = 2.0**15
 
@@ -45,12 +53,14 @@ def _check_flow(flow: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def read_flo(path: str | Path) -> np.ndarray:
-    """Read a Middlebury ``.flo`` file: (H, W, 2) float32 (u, v)."""
+    """Read a Middlebury ``.flo`` file as stored: (H, W, 2) float32 (u, v), unknown marks included."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise AmodalkitError("flow file does not exist", path) from exc
+    except OSError as exc:
+        raise AmodalkitError(f"cannot read the flow file ({exc.strerror or exc})", path) from exc
     if len(data) < FLO_HEADER:
         raise AmodalkitError(f"truncated .flo file ({len(data)} bytes, the header alone is 12)", path)
     if data[:4] != FLO_MAGIC_BYTES:
@@ -59,6 +69,7 @@ def read_flo(path: str | Path) -> np.ndarray:
     width, height = (int(x) for x in np.frombuffer(data[4:12], "<i4"))
     if not (0 < width < FLO_MAX_SIDE and 0 < height < FLO_MAX_SIDE):
         raise AmodalkitError(f"corrupt .flo header: width {width}, height {height}", path)
+    check_size(height, width, ".flo flow", path)
     expected = FLO_HEADER + width * height * 8
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "corrupt"
@@ -71,6 +82,9 @@ def write_flo(path: str | Path, flow: np.ndarray) -> Path:
     """Write (H, W, 2) flow as a Middlebury ``.flo`` file (atomically); return the path."""
     path = Path(path)
     flow = _check_flow(flow, path)
+    if not np.isfinite(flow).all():
+        raise AmodalkitError("flow holds NaN or infinite values; a .flo file cannot mark them "
+                             "(write a KITTI .png with a valid mask)", path)
     h, w = flow.shape[:2]
     header = FLO_MAGIC_BYTES + np.array([w, h], "<i4").tobytes()
     payload = header + np.ascontiguousarray(flow, "<f4").tobytes()
@@ -84,7 +98,7 @@ def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise AmodalkitError("flow file does not exist", path)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    raw = imread(path, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise AmodalkitError("not a readable PNG image (truncated or corrupt)", path)
     if raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] != 3:
@@ -101,11 +115,12 @@ def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def encode_kitti(flow: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Flow (H, W, 2) (+ valid (H, W)) to the KITTI PNG's (H, W, 3) uint16 R, G, B values."""
     flow = _check_flow(flow, "<array>").astype(np.float32)
-    finite = np.isfinite(flow).all(axis=2)
-    valid = finite if valid is None else np.asarray(valid, bool) & finite
+    with np.errstate(invalid="ignore"):
+        known = (np.abs(flow) < FLO_UNKNOWN).all(axis=2)
+    valid = known if valid is None else np.asarray(valid, bool) & known
     if valid.shape != flow.shape[:2]:
         raise AmodalkitError(f"valid mask has shape {valid.shape}, flow is {flow.shape[:2]}")
-    scaled = np.nan_to_num(flow) * np.float32(KITTI_SCALE) + np.float32(KITTI_OFFSET)
+    scaled = np.where(known[..., None], flow, 0) * np.float32(KITTI_SCALE) + np.float32(KITTI_OFFSET)
     scaled = np.clip(scaled, np.float32(0.0), np.float32(65535.0))
     out = np.zeros((*flow.shape[:2], 3), np.uint16)
     out[..., :2] = np.floor(scaled).astype(np.uint16)
@@ -115,7 +130,7 @@ def encode_kitti(flow: np.ndarray, valid: np.ndarray | None = None) -> np.ndarra
 
 
 def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None = None) -> Path:
-    """Write (H, W, 2) flow (valid where finite, or where `valid`) as a KITTI flow PNG; return the path."""
+    """Write (H, W, 2) flow as a KITTI PNG, valid where finite, below 1e9 and `valid`; return the path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise AmodalkitError("a KITTI flow file must end in .png", path)
@@ -130,12 +145,19 @@ def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None
 
 
 def read_flow(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``.flo`` or KITTI ``.png`` flow by extension: flow (H, W, 2) float32, valid (H, W) bool."""
+    """Read ``.flo`` or KITTI ``.png`` flow by extension: flow (H, W, 2) float32, valid (H, W) bool.
+
+    Invalid pixels (KITTI valid bit 0; ``.flo`` NaN, infinite or |value| >= 1e9) are 0 in
+    both formats, so the flow is always finite.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".flo":
         flow = read_flo(path)
-        return flow, np.isfinite(flow).all(axis=2) & (np.abs(flow) < 1e9).all(axis=2)
+        with np.errstate(invalid="ignore"):
+            valid = (np.abs(flow) < FLO_UNKNOWN).all(axis=2)
+        flow[~valid] = 0.0
+        return flow, valid
     if suffix == ".png":
         return read_kitti_png(path)
     raise AmodalkitError("unknown flow file type (expected .flo or KITTI .png)", path)

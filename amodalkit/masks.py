@@ -6,6 +6,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from amodalkit.errors import AmodalkitError
+from amodalkit.images import check_size
+
 
 def rasterize_polygon(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Fill a polygon given as (N, 2) integer (x, y) vertices: (H, W) bool, edges included."""
@@ -51,14 +54,81 @@ def rle_encode(mask: np.ndarray) -> dict:
     return rle
 
 
-def rle_decode(rle: dict) -> np.ndarray:
-    """Decode a COCO RLE (compressed str/bytes or uncompressed list counts): (H, W) bool."""
-    rle = dict(rle)
-    if isinstance(rle["counts"], list):
-        rle = coco_mask.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return coco_mask.decode(rle).astype(bool)
+def rle_counts(counts: str | bytes) -> list[int] | None:
+    """Parse a COCO compressed RLE string exactly as pycocotools' rleFrString; None if malformed."""
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    out: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        if x < 0:
+            return None
+        out.append(x)
+    return out
+
+
+def decode_compressed_rle(counts: str, h: int, w: int) -> np.ndarray | None:
+    """Decode a COCO compressed RLE string of an (h, w) mask: (h, w) bool, None when malformed.
+
+    pycocotools decodes some malformed strings (e.g. an empty one) into garbage without an
+    error, so the runs are parsed and checked to cover exactly h*w pixels first.
+    """
+    runs = rle_counts(counts)
+    if runs is None or sum(runs) != h * w:
+        return None
+    return coco_mask.decode({"size": [h, w], "counts": counts.encode("ascii")}).astype(bool)
+
+
+def rle_decode(rle: dict, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a COCO RLE (compressed str/bytes or uncompressed list counts): (H, W) bool.
+
+    The declared ``size`` must equal `size` when given and stay within the image limits,
+    and the runs must cover exactly H*W pixels; anything else raises AmodalkitError before
+    a mask is allocated.
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise AmodalkitError("a COCO RLE must be a dict with 'size' and 'counts'")
+    declared = rle["size"]
+    if not (isinstance(declared, (list, tuple)) and len(declared) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in declared)):
+        raise AmodalkitError(f"RLE size must be [height, width], got {declared!r:.60}")
+    h, w = int(declared[0]), int(declared[1])
+    if size is not None and (h, w) != tuple(size):
+        raise AmodalkitError(f"RLE size {h}x{w} does not match the image size {size[0]}x{size[1]}")
+    check_size(h, w, "RLE mask")
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise AmodalkitError("RLE counts must be non-negative integers")
+        if sum(counts) != h * w:
+            raise AmodalkitError(f"RLE runs cover {sum(counts)} pixels, a {h}x{w} mask has {h * w}")
+        return coco_mask.decode(coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)).astype(bool)
+    if isinstance(counts, (str, bytes)):
+        text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+        mask = decode_compressed_rle(text, h, w) if text.isascii() else None
+        if mask is None:
+            raise AmodalkitError(f"invalid COCO compressed RLE for a {h}x{w} mask (runs do not cover "
+                                 f"{h * w} pixels)")
+        return mask
+    raise AmodalkitError(f"RLE counts must be a string or a list, got {type(counts).__name__}")
 
 
 def never_visible_pixels(amodal: np.ndarray, visible: np.ndarray) -> tuple[int, int]:

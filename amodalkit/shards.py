@@ -21,6 +21,14 @@ Layout of one shard (``schema_version`` 1)::
 Every per-frame dataset is chunked one frame per chunk and gzip-compressed. Shards are
 written under a temporary name and renamed when complete, so a file with the final name is
 always whole. Only this module calls ``create_dataset``.
+
+Reading validates before allocating: attribute types (``schema_version`` and ``n_videos``
+integers, ``provenance`` a JSON object, ``flow_backend`` a string), that ``/videos`` and
+each video are groups and each field a dataset, the shapes and dtypes above, frame sizes
+within :mod:`amodalkit.images`' limits, and that the bytes each dataset declares are held
+by the file (contiguous data in full; gzip chunks at most deflate's 1032:1 ratio; no
+virtual or external storage). Values are checked as they are read: ``visible_ids`` may
+not name an object the video lacks and flow must be finite.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from amodalkit.atomic import atomic_path
+from amodalkit.atomic import atomic_path, is_hidden_or_temp
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import check_size
 
 SCHEMA_NAME = "amodalkit-shard"
 SCHEMA_VERSION = 1
@@ -53,6 +62,8 @@ REQUIRED_FIELDS = (
 )
 OPTIONAL_FIELDS = ("flow", "flow_backward", "object_class")
 ALL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+FLOW_FIELDS = ("flow", "flow_backward")
+MAX_EXPANSION = {None: 1, "gzip": 1100, "lzf": 100}
 
 
 @dataclass
@@ -139,9 +150,13 @@ def validate_video(v: Video, where: str | Path | None = None) -> None:
             raise AmodalkitError(f"{label}: {name} has shape {tuple(arr.shape)}, expected {shape}", where)
         if not _dtype_ok(np.dtype(arr.dtype), dtypes):
             raise AmodalkitError(f"{label}: {name} has dtype {arr.dtype}, expected one of {dtypes}", where)
-    if v.num_objects and int(v.visible_ids.max(initial=0)) > v.num_objects:
+    if int(v.visible_ids.max(initial=0)) > v.num_objects:
         raise AmodalkitError(f"{label}: visible_ids refers to object {int(v.visible_ids.max())} "
                              f"but the video has {v.num_objects} objects", where)
+    for name in FLOW_FIELDS:
+        arr = getattr(v, name)
+        if arr is not None and not np.isfinite(arr).all():
+            raise AmodalkitError(f"{label}: {name} holds NaN or infinite values", where)
 
 
 def _write_video(group: h5py.Group, v: Video) -> None:
@@ -197,6 +212,67 @@ def _decode_strings(arr: np.ndarray) -> np.ndarray:
     return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in arr], dtype=object)
 
 
+def _scalar(value: object) -> object:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return value[()]
+    return value
+
+
+def _int_attr(attrs: h5py.AttributeManager, name: str, default: int, label: str, path: Path) -> int:
+    """An integer attribute, or AmodalkitError naming it when it holds another type."""
+    value = _scalar(attrs.get(name, default))
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise AmodalkitError(f"{label} attribute {name!r} must be an integer, got {value!r:.60}", path)
+    return int(value)
+
+
+def _str_attr(attrs: h5py.AttributeManager, name: str, default: str, label: str, path: Path) -> str:
+    """A string attribute, or AmodalkitError naming it when it holds another type."""
+    value = _scalar(attrs.get(name, default))
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AmodalkitError(f"{label} attribute {name!r} is not UTF-8 text", path) from exc
+    if not isinstance(value, str):
+        raise AmodalkitError(f"{label} attribute {name!r} must be a string, got {value!r:.60}", path)
+    return value
+
+
+def _json_attr(attrs: h5py.AttributeManager, name: str, label: str, path: Path) -> dict:
+    """A JSON-object string attribute (e.g. ``provenance``) parsed."""
+    text = _str_attr(attrs, name, "{}", label, path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise AmodalkitError(f"{label} attribute {name!r} is not valid JSON ({exc})", path) from exc
+    if not isinstance(data, dict):
+        raise AmodalkitError(f"{label} attribute {name!r} must be a JSON object, got "
+                             f"{type(data).__name__}", path)
+    return data
+
+
+def _dataset(g: h5py.Group, name: str, video: str, path: Path) -> h5py.Dataset:
+    """Member `name` of a video group, which must be a dataset whose bytes the file holds."""
+    obj = g.get(name)
+    if obj is None:
+        raise AmodalkitError(f"video {video!r}: missing dataset {name!r}", path)
+    if not isinstance(obj, h5py.Dataset):
+        raise AmodalkitError(f"video {video!r}: {name!r} must be a dataset, found a {type(obj).__name__}",
+                             path)
+    if obj.is_virtual or obj.external:
+        raise AmodalkitError(f"video {video!r}: {name} is stored outside the shard (virtual or external "
+                             "dataset)", path)
+    if h5py.check_string_dtype(obj.dtype) is None and obj.dtype.kind != "O":
+        declared = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize if obj.shape else 0
+        stored = obj.id.get_storage_size()
+        ratio = MAX_EXPANSION.get(obj.compression, max(MAX_EXPANSION.values())) if obj.chunks else 1
+        if declared > stored * ratio:
+            raise AmodalkitError(f"video {video!r}: {name} declares shape {obj.shape} ({declared} bytes) but "
+                                 f"the file holds {stored} bytes of it (truncated or forged)", path)
+    return obj
+
+
 class ShardReader:
     """Read-only access to one shard; validates the whole layout on open.
 
@@ -208,15 +284,25 @@ class ShardReader:
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        try:
+            self._open_and_validate()
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            self.close()
+            raise AmodalkitError(f"not a readable shard (corrupt layout: {exc})", self.path) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_and_validate(self) -> None:
         f = self._handle()
-        self.schema_version = int(f.attrs["schema_version"])
-        self.provenance = json.loads(f.attrs.get("provenance", "{}"))
+        self.schema_version = _int_attr(f.attrs, "schema_version", -1, "root", self.path)
+        self.provenance = _json_attr(f.attrs, "provenance", "root", self.path)
         self.video_names: list[str] = sorted(f["videos"].keys())
-        self._meta = [self._validate_group(f["videos"][n], n) for n in self.video_names]
-        if int(f.attrs.get("n_videos", -1)) != len(self.video_names):
+        self._meta = [self._validate_group(f["videos"].get(n), n) for n in self.video_names]
+        n_videos = _int_attr(f.attrs, "n_videos", -1, "root", self.path)
+        if n_videos != len(self.video_names):
             raise AmodalkitError(
-                f"shard is incomplete: root says {int(f.attrs.get('n_videos', -1))} videos, "
-                f"found {len(self.video_names)}",
+                f"shard is incomplete: root says {n_videos} videos, found {len(self.video_names)}",
                 self.path,
             )
 
@@ -231,9 +317,12 @@ class ShardReader:
                                      self.path) from exc
             self._pid = os.getpid()
             attrs = self._file.attrs
-            if attrs.get("schema") != SCHEMA_NAME:
+            schema = _scalar(attrs.get("schema"))
+            if isinstance(schema, bytes):
+                schema = schema.decode("utf-8", "replace")
+            if not isinstance(schema, str) or schema != SCHEMA_NAME:
                 raise AmodalkitError("not an amodalkit shard (root attribute 'schema' missing)", self.path)
-            version = int(attrs.get("schema_version", -1))
+            version = _int_attr(attrs, "schema_version", -1, "root", self.path)
             if version > SCHEMA_VERSION:
                 raise AmodalkitError(
                     f"schema version {version} is newer than this amodalkit reads "
@@ -244,23 +333,30 @@ class ShardReader:
                 raise AmodalkitError(f"invalid schema version {version}", self.path)
             if "videos" not in self._file:
                 raise AmodalkitError("missing group '/videos'", self.path)
+            if not isinstance(self._file.get("videos"), h5py.Group):
+                raise AmodalkitError("'/videos' must be a group, found a dataset", self.path)
         return self._file
 
-    def _validate_group(self, g: h5py.Group, name: str) -> dict:
-        for req in REQUIRED_FIELDS:
-            if req not in g:
-                raise AmodalkitError(f"video {name!r}: missing dataset {req!r}", self.path)
+    def _validate_group(self, g: h5py.Group | None, name: str) -> dict:
+        if not isinstance(g, h5py.Group):
+            raise AmodalkitError(f"video {name!r} must be a group, found a {type(g).__name__}", self.path)
+        ids = g.get("visible_ids")
+        if isinstance(ids, h5py.Dataset) and len(ids.shape) == 3 and all(ids.shape[1:]):
+            check_size(*ids.shape[1:], f"video {name!r}: frames", self.path)
+        present = [n for n in ALL_FIELDS if n in REQUIRED_FIELDS or n in g]
+        ds = {n: _dataset(g, n, name, self.path) for n in present}
         stub = Video(
             name=name,
-            frames=_ShapeOnly(g["frames"]),
-            visible_ids=_ShapeOnly(g["visible_ids"]),
-            amodal=_ShapeOnly(g["amodal"]),
-            amodal_annotated=_ShapeOnly(g["amodal_annotated"]),
-            presence=_ShapeOnly(g["presence"]),
-            track_ids=_ShapeOnly(g["track_ids"]),
-            source_frame_ids=_ShapeOnly(g["source_frame_ids"], "O"),
-            **{n: _ShapeOnly(g[n]) for n in OPTIONAL_FIELDS if n in g},
+            frames=_ShapeOnly(ds["frames"]),
+            visible_ids=_ShapeOnly(ds["visible_ids"]),
+            amodal=_ShapeOnly(ds["amodal"]),
+            amodal_annotated=_ShapeOnly(ds["amodal_annotated"]),
+            presence=_ShapeOnly(ds["presence"]),
+            track_ids=_ShapeOnly(ds["track_ids"]),
+            source_frame_ids=_ShapeOnly(ds["source_frame_ids"], "O"),
+            **{n: _ShapeOnly(ds[n]) for n in OPTIONAL_FIELDS if n in ds},
         )
+        _json_attr(g.attrs, "provenance", f"video {name!r}", self.path)
         for fname, (shape, dtypes) in _expected_shapes(stub).items():
             arr = getattr(stub, fname)
             if arr is None:
@@ -276,7 +372,7 @@ class ShardReader:
             "num_objects": stub.num_objects,
             "size": stub.size,
             "fields": tuple(n for n in ALL_FIELDS if n in g),
-            "flow_backend": str(g.attrs.get("flow_backend", "")),
+            "flow_backend": _str_attr(g.attrs, "flow_backend", "", f"video {name!r}", self.path),
         }
 
     def __len__(self) -> int:
@@ -311,9 +407,16 @@ class ShardReader:
             raise AmodalkitError(f"video {self.video_names[index]!r} has no {name!r}", self.path)
         try:
             data = g[name][selection]
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise AmodalkitError(f"cannot read {name!r} of video {self.video_names[index]!r} "
                                  f"(corrupt data: {exc})", self.path) from exc
+        if name == "visible_ids" and data.size and int(data.max()) > self._meta[index]["num_objects"]:
+            raise AmodalkitError(f"video {self.video_names[index]!r}: visible_ids refers to object "
+                                 f"{int(data.max())} but the video has {self._meta[index]['num_objects']} "
+                                 "objects", self.path)
+        if name in FLOW_FIELDS and not np.isfinite(data).all():
+            raise AmodalkitError(f"video {self.video_names[index]!r}: {name} holds NaN or infinite values",
+                                 self.path)
         return _decode_strings(data) if name == "source_frame_ids" else data
 
     def read_video(self, index: int, fields: Sequence[str] | None = None) -> Video:
@@ -328,10 +431,11 @@ class ShardReader:
                 arrays[name] = _placeholder(name, self._meta[index])
             else:
                 arrays[name] = None
+        label = f"video {self.video_names[index]!r}"
         return Video(
             name=self.video_names[index],
-            provenance=json.loads(g.attrs.get("provenance", "{}")),
-            flow_backend=str(g.attrs.get("flow_backend", "")),
+            provenance=_json_attr(g.attrs, "provenance", label, self.path),
+            flow_backend=_str_attr(g.attrs, "flow_backend", "", label, self.path),
             **arrays,
         )
 
@@ -369,21 +473,25 @@ def open_shard(path: str | Path) -> ShardReader:
 
 
 def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Expand globs / paths to a sorted list of shard files; error when nothing matches."""
+    """Expand globs / paths to a sorted list of shard files, each once; error when nothing matches.
+
+    Globs and folders never yield dotfiles, so temporary files of a running or killed run
+    (``.NAME.tmp-PID.h5``) and locks are skipped.
+    """
     if isinstance(patterns, (str, Path)):
         patterns = [patterns]
     paths: list[Path] = []
     for pat in patterns:
         pat = str(pat)
         if glob.has_magic(pat):
-            found = sorted(glob.glob(pat))
+            found = sorted(p for p in glob.glob(pat) if not is_hidden_or_temp(p))
             if not found:
                 raise AmodalkitError("no shard matches this pattern", pat)
             paths.extend(Path(p) for p in found)
         else:
             p = Path(pat)
             if p.is_dir():
-                found = sorted(p.glob("*.h5"))
+                found = sorted(f for f in p.glob("*.h5") if not is_hidden_or_temp(f))
                 if not found:
                     raise AmodalkitError("folder holds no .h5 shards", p)
                 paths.extend(found)
@@ -391,7 +499,13 @@ def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Path
                 raise AmodalkitError("no such file", p)
             else:
                 paths.append(p)
-    return paths
+    seen: set[str] = set()
+    unique = []
+    for p in paths:
+        if os.path.realpath(p) not in seen:
+            seen.add(os.path.realpath(p))
+            unique.append(p)
+    return unique
 
 
 def iter_videos(paths: Iterable[Path], fields: Sequence[str] | None = None) -> Iterator[tuple[Path, Video]]:

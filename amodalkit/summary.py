@@ -19,13 +19,15 @@ def summarize_shard(path: str | Path) -> dict:
         never = total = 0
         backends: set[str] = set()
         sizes: set[tuple[int, int]] = set()
-        with_flow = 0
+        with_flow = single_frame = 0
         for i in range(len(r)):
             meta = r.meta(i)
             frames += meta["num_frames"]
             objects += meta["num_objects"]
             sizes.add(tuple(meta["size"]))
-            if "flow" in meta["fields"]:
+            if meta["num_frames"] < 2:
+                single_frame += 1
+            elif "flow" in meta["fields"]:
                 with_flow += 1
                 backends.add(meta["flow_backend"] or "unknown")
             v = r.read_video(i, ("amodal", "amodal_annotated"))
@@ -50,6 +52,7 @@ def summarize_shard(path: str | Path) -> dict:
             "mean_occlusion_rate": float(all_rates.mean()) if all_rates.size else float("nan"),
             "never_visible_fraction": never / total if total else float("nan"),
             "videos_with_flow": with_flow,
+            "videos_without_frame_pairs": single_frame,
             "flow_backends": sorted(backends),
         }
 
@@ -57,6 +60,8 @@ def summarize_shard(path: str | Path) -> dict:
 def format_summary(s: dict) -> str:
     """One block of text per shard for the terminal."""
     flow = f"{s['videos_with_flow']}/{s['videos']} videos ({', '.join(s['flow_backends']) or 'none'})"
+    if s.get("videos_without_frame_pairs"):
+        flow += f", {s['videos_without_frame_pairs']} single-frame (no pairs to hold flow)"
     return "\n".join([
         f"{s['path']}",
         f"  schema version        {s['schema_version']}",

@@ -11,6 +11,9 @@ from PIL import Image
 from amodalkit.atomic import atomic_path
 from amodalkit.errors import AmodalkitError
 
+MAX_PICTURE_SIDE = 65535
+MAX_PICTURE_PIXELS = 1 << 28
+MAX_ANIMATION_PIXELS = 1 << 30
 PALETTE = np.array([
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
@@ -79,6 +82,24 @@ def _write_image(path: Path, image: Image.Image, **kwargs: object) -> None:
         image.save(tmp, format=fmt, **kwargs)
 
 
+def _check_picture_size(out: Path, size: tuple[int, int], panels: int, t: int, n_frames: int,
+                        scale: int) -> None:
+    """Refuse a --scale / --frames whose picture would be over the size limits, before drawing."""
+    if scale < 1 or n_frames < 1:
+        raise AmodalkitError("--frames and --scale must be at least 1")
+    h, w = size[0] * scale + 2, size[1] * scale + 2
+    if out.suffix.lower() == ".png":
+        height, width, count = panels * h, min(n_frames, t) * w, 1
+    else:
+        height, width, count = h, panels * w, t
+    if max(height, width) > MAX_PICTURE_SIDE or height * width > MAX_PICTURE_PIXELS \
+            or count * height * width > MAX_ANIMATION_PIXELS:
+        frames = f" x {count} frames" if count > 1 else ""
+        raise AmodalkitError(f"the picture would be {width}x{height} pixels{frames}, over the limits "
+                             f"({MAX_PICTURE_SIDE} per side, {MAX_PICTURE_PIXELS} pixels, "
+                             f"{MAX_ANIMATION_PIXELS} in an animation); lower --scale or --frames", out)
+
+
 def save_video_picture(out: str | Path, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray | None,
                        predictions: dict[str, np.ndarray], n_frames: int = 8, scale: int = 4) -> Path:
     """Write a PNG strip (rows: panels, columns: frames) or an animated GIF of a video.
@@ -89,6 +110,7 @@ def save_video_picture(out: str | Path, frames: np.ndarray, visible: np.ndarray,
     if out.suffix.lower() not in (".png", ".gif"):
         raise AmodalkitError("output must end in .png or .gif", out)
     t = frames.shape[0]
+    _check_picture_size(out, frames.shape[1:3], 2 + len(predictions), t, n_frames, scale)
 
     def panels_at(i: int, labels: bool) -> list[np.ndarray]:
         return render_panels(frames[i], visible[:, i], None if amodal is None else amodal[:, i],

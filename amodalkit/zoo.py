@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
-from amodalkit.atomic import temp_path_for
+from amodalkit.atomic import remove_stale_temps, temp_path_for
 from amodalkit.errors import AmodalkitError
+from amodalkit.paths import resolve_inside, safe_name
 
 REPO_ZOO = Path(__file__).resolve().parents[1] / "zoo"
 CHUNK = 1 << 16
@@ -63,9 +65,34 @@ def load_registry(path: str | Path | None = None) -> dict[str, ZooEntry]:
         entries = [ZooEntry(**e) for e in raw["models"]]
     except FileNotFoundError as exc:
         raise AmodalkitError("zoo registry not found", path) from exc
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AmodalkitError(f"malformed zoo registry ({exc})", path) from exc
+    for e in entries:
+        _check_entry_types(e, path)
     return {e.name: e for e in entries}
+
+
+ENTRY_TYPES = {"name": str, "model": str, "file": str, "sha256": str, "size": int, "url": str, "config": dict,
+               "training_data": str, "training_command": str, "metrics": dict, "notes": str}
+
+
+def _check_entry_types(entry: ZooEntry, path: Path) -> None:
+    """Each registry field must hold its JSON type (``size`` a byte count, ``metrics`` numbers)."""
+    for key, kind in ENTRY_TYPES.items():
+        value = getattr(entry, key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            what = {str: "a string", int: "an integer", dict: "a JSON object"}[kind]
+            raise AmodalkitError(f"malformed zoo registry: model {entry.name!r:.40} field {key!r} must be "
+                                 f"{what}, got {value!r:.40}", path)
+    if entry.size < 0:
+        raise AmodalkitError(f"malformed zoo registry: model {entry.name!r} has a negative size", path)
+    if entry.url and not entry.url.startswith(("https://", "http://")):
+        raise AmodalkitError(f"malformed zoo registry: model {entry.name!r} url must start with https:// "
+                             f"or http://, got {entry.url!r:.60}", path)
+    for key, value in entry.metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise AmodalkitError(f"malformed zoo registry: model {entry.name!r} metric {key!r} must be a "
+                                 f"number or text, got {value!r:.40}", path)
 
 
 def get_entry(name: str) -> ZooEntry:
@@ -88,6 +115,7 @@ def sha256_of(path: Path) -> str:
 def _download(url: str, dest: Path, entry: ZooEntry, quiet: bool) -> None:
     tmp = temp_path_for(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest.parent)
     h = hashlib.sha256()
     got = 0
     try:
@@ -114,17 +142,29 @@ def _download(url: str, dest: Path, entry: ZooEntry, quiet: bool) -> None:
             tmp.unlink()
 
 
+def weights_paths(entry: ZooEntry) -> tuple[Path, Path]:
+    """(shipped, cached) paths of an entry's weights, refused unless inside the zoo folder and the cache."""
+    source = registry_path()
+    safe_name(entry.file, f"zoo model {entry.name!r:.40} file", source)
+    if not re.fullmatch(r"[0-9a-f]{64}", entry.sha256):
+        raise AmodalkitError(f"zoo model {entry.name!r:.40} sha256 must be 64 lowercase hex digits, got "
+                             f"{entry.sha256!r:.80}", source)
+    shipped = resolve_inside(source.parent, entry.file, source, f"zoo model {entry.name!r:.40} file")
+    cached = resolve_inside(cache_dir(), f"{entry.sha256[:12]}-{entry.file}", source,
+                            f"zoo model {entry.name!r:.40} file")
+    return shipped, cached
+
+
 def fetch_weights(name: str, quiet: bool = False) -> Path:
     """Local path of a zoo model's weights: shipped, cached, or downloaded and verified."""
     entry = get_entry(name)
-    shipped = registry_path().parent / entry.file
+    shipped, cached = weights_paths(entry)
     if shipped.is_file():
         digest = sha256_of(shipped)
         if digest != entry.sha256:
             raise AmodalkitError(f"shipped weights do not match the registry: expected {entry.sha256}, "
                                  f"got {digest}", shipped)
         return shipped
-    cached = cache_dir() / f"{entry.sha256[:12]}-{entry.file}"
     if cached.is_file():
         if sha256_of(cached) == entry.sha256:
             return cached
@@ -150,7 +190,7 @@ def format_registry(entries: dict[str, ZooEntry]) -> str:
     for e in entries.values():
         m = e.metrics
         metric = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
-        shipped = (registry_path().parent / e.file).is_file()
+        shipped = weights_paths(e)[0].is_file()
         lines.append(f"{e.name}  [{e.model}]  {e.size / 1e6:.1f} MB  "
                      f"{'shipped' if shipped else 'download'}  sha256 {e.sha256[:12]}")
         lines.append(f"    trained on: {e.training_data}")

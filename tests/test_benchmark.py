@@ -9,9 +9,10 @@ from cli_helpers import assert_one_line_error, run
 from PIL import Image
 
 import amodalkit.benchmark as benchmark
-import amodalkit.train
 from amodalkit.benchmark import ABLATIONS, TrainBudget, make_config, parse_epochs, run_benchmark
+from amodalkit.checkpoint import read_checkpoint
 from amodalkit.cli import main
+from amodalkit.engine import TimeBudget, Trainer
 from amodalkit.errors import AmodalkitError
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
@@ -41,7 +42,6 @@ def _bench_args(data: Path, out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def bench(cg_savos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every method on the tiny savos2022 set, one epoch each, through the CLI."""
-    pytest.importorskip("amodalkit.train_framewise")
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bench") / "results"
     assert main(_bench_args(cg_savos, out)) == 0
@@ -140,31 +140,55 @@ def test_missing_split_names_the_folder(cg_savos: Path, tmp_path: Path,
 def test_interrupted_training_resumes(cg_savos: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
-    real_train = amodalkit.train.train
-    calls: list[tuple[int, bool]] = []
+    real_before = TimeBudget.before_epoch
+    real_init = Trainer.__init__
+    epochs: list[int] = []
+    resumes: list[bool] = []
 
-    def interrupted(cfg: amodalkit.train.TrainConfig, model_config: object) -> dict:
-        calls.append((cfg.epochs, cfg.resume))
-        if len(calls) == 2:
+    def interrupted(self: TimeBudget, trainer: Trainer, epoch: int) -> None:
+        epochs.append(epoch)
+        if epochs == [1, 2]:
             raise KeyboardInterrupt
-        return real_train(cfg, model_config)
+        real_before(self, trainer, epoch)
 
-    monkeypatch.setattr(amodalkit.train, "train", interrupted)
+    def counted(self: Trainer, cfg: object, *args: object, **kwargs: object) -> None:
+        resumes.append(cfg.resume)
+        real_init(self, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(TimeBudget, "before_epoch", interrupted)
+    monkeypatch.setattr(Trainer, "__init__", counted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(_tiny(cg_savos, out, epochs=2))
     assert not (out / "methods" / "savos.json").exists()
-    assert (out / "runs" / "savos" / "last.state.pt").is_file()
+    assert (out / "runs" / "savos" / "commit.json").is_file()
     results = run_benchmark(_tiny(cg_savos, out, epochs=2))
-    assert calls == [(1, False), (2, True), (2, True)]
+    assert epochs == [1, 2, 2] and resumes == [False, True]
     log = [json.loads(line) for line in (out / "runs" / "savos" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
-    assert results["methods"]["savos"]["training"]["epochs_run"] == 2
+    training = results["methods"]["savos"]["training"]
+    assert training["epochs_run"] == 2 and training["stopped"] is None and training["train_seconds"] > 0
+    monkeypatch.undo()
+    straight = run_benchmark(_tiny(cg_savos, tmp_path / "straight", epochs=2))
+    a = read_checkpoint(straight["methods"]["savos"]["training"]["checkpoint"]).state_dict
+    b = read_checkpoint(training["checkpoint"]).state_dict
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], msg=k, rtol=0, atol=0)
 
 
-def test_time_budget_stops_before_the_next_epoch(cg_savos: Path, tmp_path: Path) -> None:
+def test_time_budget_stops_before_the_next_epoch(cg_savos: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
+    built: list[int] = []
+    real_init = Trainer.__init__
+
+    def counted(self: Trainer, *args: object, **kwargs: object) -> None:
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", counted)
     results = run_benchmark(_tiny(cg_savos, tmp_path / "out", epochs=3, budget_minutes=1e-6))
+    assert len(built) == 1, "the time budget is a hook of one loop, not a rebuild per epoch"
     training = results["methods"]["savos"]["training"]
     assert (training["epochs_run"], training["stopped"]) == (1, "time budget")
     assert "| SaVos | 1 (time budget) |" in (tmp_path / "out" / "results.md").read_text()

@@ -32,7 +32,7 @@ def flow_arrays(elements: st.SearchStrategy[float]) -> st.SearchStrategy[np.ndar
 
 
 @settings(max_examples=60, deadline=None)
-@given(flow=flow_arrays(st.floats(width=32, allow_nan=False)))
+@given(flow=flow_arrays(st.floats(width=32, allow_nan=False, allow_infinity=False)))
 def test_flo_round_trip_is_exact(tmp_path_factory: pytest.TempPathFactory, flow: np.ndarray) -> None:
     path = tmp_path_factory.mktemp("flo") / "f.flo"
     write_flo(path, flow)
@@ -209,3 +209,36 @@ def test_warp_bilinear_half_pixel() -> None:
     t_image = torch.from_numpy(image)[None, None]
     got = warp_backward_torch(t_image, torch.from_numpy(flow).permute(2, 0, 1)[None], "border")
     np.testing.assert_allclose(got[0, 0, 0].numpy(), [5.0, 15.0, 20.0], atol=1e-5)
+
+
+def test_invalid_pixels_read_as_zero_in_both_formats(tmp_path: Path) -> None:
+    flow = np.array([[[1.0, 2.0], [np.nan, 0.5]], [[1.7e9, 0.0], [np.inf, -3.0]]], np.float32)
+    path = tmp_path / "unknown.flo"
+    path.write_bytes(np.array([202021.25], "<f4").tobytes() + np.array([2, 2], "<i4").tobytes()
+                     + flow.astype("<f4").tobytes())
+    back, valid = read_flow(path)
+    assert valid.tolist() == [[True, False], [False, False]]
+    assert np.isfinite(back).all() and (back[~valid] == 0).all()
+    assert back[0, 0].tolist() == [1.0, 2.0]
+    png, png_valid = read_flow(write_kitti_png(tmp_path / "u.png", flow))
+    assert png_valid.tolist() == valid.tolist() and (png[~png_valid] == 0).all()
+
+
+def test_flo_writer_refuses_non_finite_flow(tmp_path: Path) -> None:
+    flow = np.zeros((2, 2, 2), np.float32)
+    flow[1, 1, 0] = np.nan
+    with pytest.raises(AmodalkitError, match="NaN or infinite") as err:
+        write_flo(tmp_path / "a.flo", flow)
+    assert str(tmp_path / "a.flo") in str(err.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_huge_declared_sizes_are_refused_before_decoding(tmp_path: Path) -> None:
+    from bad_files import forged_png
+
+    png = forged_png(tmp_path / "huge.png", 25000, 25000, bit_depth=16)
+    assert png.stat().st_size < 100
+    _expect_error(read_flow, png, "over the limit")
+    flo = tmp_path / "huge.flo"
+    flo.write_bytes(np.array([202021.25], "<f4").tobytes() + np.array([60000, 60000], "<i4").tobytes())
+    _expect_error(read_flow, flo, "over the limit")

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -78,3 +81,25 @@ def test_occlusion_rates() -> None:
     rates = occlusion_rates(a, v)
     assert rates[0] == 0.5
     assert np.isnan(rates[1])
+
+
+def test_rle_decode_refuses_runs_sizes_and_types_that_do_not_fit() -> None:
+    from amodalkit.errors import AmodalkitError
+
+    good = rle_encode(np.eye(4, 5, dtype=bool))
+    assert rle_decode(good, (4, 5)).sum() == 4
+    cases = [
+        ({**good, "size": [4, 6]}, "runs do not cover"),
+        ({"size": [2, 2], "counts": [1, 1]}, "cover 2 pixels, a 2x2 mask has 4"),
+        ({"size": [2, 2], "counts": [1, -1, 4]}, "non-negative"),
+        ({"size": [60000, 60000], "counts": "0"}, "over the limit"),
+        ({"size": ["4", 5], "counts": good["counts"]}, "size must be [height, width]"),
+        ({"size": [4, 5], "counts": 3}, "must be a string or a list"),
+        ({"size": [4, 5], "counts": "é"}, "invalid COCO compressed RLE"),
+        ({"counts": "0"}, "'size' and 'counts'"),
+    ]
+    for rle, needle in cases:
+        with pytest.raises(AmodalkitError, match=re.escape(needle)):
+            rle_decode(rle)
+    with pytest.raises(AmodalkitError, match="does not match the image size 4x6"):
+        rle_decode(good, (4, 6))

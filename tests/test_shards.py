@@ -163,3 +163,95 @@ def test_reader_reopens_after_pickle(tmp_path: Path) -> None:
     assert r2.read_video(0).num_objects == 2
     r.close()
     r2.close()
+
+
+def _damaged(tmp_path: Path, damage) -> Path:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    with h5py.File(path, "a") as f:
+        damage(f)
+    return path
+
+
+def _replace_with_group(f: h5py.File, name: str) -> None:
+    del f[name]
+    f.create_group(name)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: f.attrs.__setitem__("schema_version", "1"), "'schema_version' must be an integer"),
+        (lambda f: f.attrs.__setitem__("schema_version", np.array([1, 2])), "'schema_version' must be an"),
+        (lambda f: f.attrs.__setitem__("schema", np.array([1, 2])), "not an amodalkit shard"),
+        (lambda f: f.attrs.__setitem__("n_videos", "one"), "'n_videos' must be an integer"),
+        (lambda f: f.attrs.__setitem__("provenance", "{not json"), "'provenance' is not valid JSON"),
+        (lambda f: f.attrs.__setitem__("provenance", "[1, 2]"), "must be a JSON object"),
+        (lambda f: f["videos/v0"].attrs.__setitem__("provenance", "nope"), "'provenance' is not valid JSON"),
+        (lambda f: f["videos/v0"].attrs.__setitem__("flow_backend", 3), "'flow_backend' must be a string"),
+        (lambda f: _replace_with_group(f, "videos/v0/frames"), "'frames' must be a dataset"),
+        (lambda f: (f.__delitem__("videos"), f.create_dataset("videos", data=[1])), "'/videos' must be a"),
+        (lambda f: (f.__delitem__("videos/v0"), f.create_dataset("videos/v0", data=[1])), "must be a group"),
+    ],
+)
+def test_attributes_and_members_of_the_wrong_type_are_refused(tmp_path: Path, damage, message: str) -> None:
+    path = _damaged(tmp_path, damage)
+    before = path.read_bytes()
+    with pytest.raises(AmodalkitError, match=message) as err:
+        ShardReader(path).read_video(0)
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_declared_sizes_are_checked_before_reading(tmp_path: Path) -> None:
+    from bad_files import declared_shard
+
+    huge = declared_shard(tmp_path / "huge.h5", 2, 40000, 40000)
+    with pytest.raises(AmodalkitError, match="over the limit"):
+        ShardReader(huge)
+    hollow = declared_shard(tmp_path / "hollow.h5", 4, 4000, 4000)
+    assert hollow.stat().st_size < 200_000
+    with pytest.raises(AmodalkitError, match="the file holds 0 bytes"):
+        ShardReader(hollow)
+
+
+def test_external_storage_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 4)
+
+    def external(f: h5py.File) -> None:
+        shape = f["videos/v0/track_ids"].shape
+        del f["videos/v0/track_ids"]
+        f.create_dataset("videos/v0/track_ids", shape=shape, dtype=np.int64, external=[(str(secret), 0, 16)])
+
+    with pytest.raises(AmodalkitError, match="stored outside the shard"):
+        ShardReader(_damaged(tmp_path, external))
+
+
+def test_nan_flow_and_ids_beyond_objects_are_refused_on_read_and_write(tmp_path: Path) -> None:
+    v = make_video()
+    bad_flow = v.flow.copy()
+    bad_flow[0, 0, 0, 0] = np.nan
+    with pytest.raises(AmodalkitError, match="flow holds NaN or infinite"):
+        write_shard(tmp_path / "w.h5", [v.__class__(**{**v.__dict__, "flow": bad_flow})])
+    path = write_shard(tmp_path / "a.h5", [v])
+    ids = write_shard(tmp_path / "ids.h5", [v])
+    with h5py.File(path, "a") as f:
+        f["videos/v0/flow"][0, 0, 0, 1] = np.inf
+    with h5py.File(ids, "a") as f:
+        f["videos/v0/visible_ids"][1, 0, 0] = 9
+    with ShardReader(path) as r:
+        with pytest.raises(AmodalkitError, match="flow holds NaN or infinite") as err:
+            r.read_video(0, ("flow",))
+        assert str(path) in str(err.value)
+    with ShardReader(ids) as r:
+        with pytest.raises(AmodalkitError, match="refers to object 9 but the video has 2"):
+            r.read_video(0, ())
+
+
+def test_ids_are_checked_even_without_objects(tmp_path: Path) -> None:
+    v = make_video(k=1)
+    t, h, w = v.visible_ids.shape
+    empty = {"amodal": np.zeros((0, t, h, w), bool), "amodal_annotated": np.zeros((0, t), bool),
+             "presence": np.zeros((0, t), bool), "track_ids": np.zeros(0, np.int64)}
+    with pytest.raises(AmodalkitError, match="refers to object 1 but the video has 0"):
+        write_shard(tmp_path / "a.h5", [v.__class__(**{**v.__dict__, **empty})])

@@ -12,15 +12,20 @@ import torch
 from amodalkit.checkpoint import read_checkpoint
 from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
+from amodalkit.engine import TrainConfig, train_model
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluate import evaluate_method
 from amodalkit.models.registry import build_method, method_from_checkpoint
 from amodalkit.models.savos import SavosConfig
 from amodalkit.shards import expand_shard_paths
-from amodalkit.train import TrainConfig, train
 
 TINY = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)
 TINY_ARGS = ["--crop", "16x32", "--channels", "8,8,8,16", "--hidden", "16", "--clip-len", "10"]
+
+
+def train(cfg: TrainConfig, model_config: SavosConfig) -> dict:
+    """SaVos through the one training loop."""
+    return train_model(cfg, "savos", model_config)
 
 
 def _log(run: Path) -> list[dict]:

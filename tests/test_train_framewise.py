@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +11,20 @@ from cli_helpers import assert_one_line_error, run
 
 from amodalkit.checkpoint import read_checkpoint
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
+from amodalkit.engine import TrainConfig, build_framewise_config, train_model
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluate import evaluate_method
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.registry import build_method, method_from_checkpoint
 from amodalkit.shards import ShardReader, expand_shard_paths, write_shard
-from amodalkit.train import TrainConfig
-from amodalkit.train_framewise import build_framewise_config, train_framewise
 
 TINY = DeocclusionConfig(crop_size=(16, 16), channels=(4, 8, 8))
+
+
+def train_framewise(cfg: TrainConfig, model_name: str, model_config: object, max_steps: int = 0) -> dict:
+    """A per-frame baseline through the one training loop, with a step cap."""
+    return train_model(replace(cfg, max_steps=max_steps), model_name, model_config)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -149,7 +153,7 @@ def test_option_and_data_errors(cg_frames: Path, unlabelled: Path, tmp_path: Pat
     assert_one_line_error(code, err, "--hidden", "--no-flow", "SaVos")
     code, _, err = run(capsys, *base, "--model", "deocclusion", "--preset", "small")
     assert_one_line_error(code, err, "--preset")
-    code, _, err = run(capsys, *base, "--model", "savos", "--max-steps", "5")
+    code, _, err = run(capsys, *base, "--model", "savos", "--max-steps", "-1")
     assert_one_line_error(code, err, "--max-steps")
     code, _, err = run(capsys, *base, "--model", "unet", "--crop", "30x32")
     assert_one_line_error(code, err, "crop size")

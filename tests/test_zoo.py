@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_server import serve
 
 from amodalkit import zoo
 from amodalkit.errors import AmodalkitError
@@ -46,13 +46,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     Handler.hits.clear()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as url:
+        yield url
 
 
 @pytest.fixture()
@@ -201,3 +197,25 @@ def test_shipped_savos_model_reproduces_its_registered_numbers(monkeypatch: pyte
     assert result["n_videos"] == 100
     for key in ("frame_miou_full", "frame_miou_occluded"):
         assert abs(result[key] - metrics[f"first_100_{key}"]) < 0.005, (key, result[key])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [("size", "big", "field 'size' must be an integer"), ("size", -5, "negative size"),
+     ("file", 3, "field 'file' must be a string"), ("metrics", [1], "field 'metrics' must be a JSON object"),
+     ("metrics", {"miou": {"a": 1}}, "metric 'miou' must be a number")],
+)
+def test_registry_fields_of_the_wrong_type_are_one_line_errors(registry: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               field: str, value: object,
+                                                               needle: str) -> None:
+    from cli_helpers import assert_one_line_error, run
+
+    data = json.loads(registry.read_text())
+    data["models"][0][field] = value
+    registry.write_text(json.dumps(data))
+    before = registry.read_bytes()
+    for args in (["zoo", "list"], ["zoo", "download", "good", "--quiet"]):
+        code, _, err = run(capsys, *args)
+        assert_one_line_error(code, err, str(registry), "malformed zoo registry", needle)
+    assert registry.read_bytes() == before

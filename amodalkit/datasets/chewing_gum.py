@@ -39,6 +39,13 @@ SPLIT_KEYS = {name: i for i, name in enumerate(SPLITS)}
 MAX_ATTEMPTS = 1000
 
 
+MAX_FRAMES = 10_000
+MAX_SIDE = 2048
+MAX_VIDEO_PIXELS = 1 << 26
+MAX_SEED = 2**128 - 1
+MAX_VIDEOS = 10_000_000
+
+
 @dataclass(frozen=True)
 class ChewingGumConfig:
     """Everything that determines the generated videos (besides the seed)."""
@@ -61,7 +68,13 @@ class ChewingGumConfig:
         if self.preset not in PRESETS:
             raise AmodalkitError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         checks = [
-            (self.frames >= 2, "--frames must be at least 2"),
+            (2 <= self.frames <= MAX_FRAMES, f"--frames must be between 2 and {MAX_FRAMES}"),
+            (self.height <= MAX_SIDE and self.width <= MAX_SIDE,
+             f"--height/--width must be at most {MAX_SIDE}"),
+            (self.frames * self.height * self.width <= MAX_VIDEO_PIXELS,
+             f"--frames x --height x --width must be at most {MAX_VIDEO_PIXELS} pixels per video"),
+            (self.max_radius <= MAX_SIDE and self.max_nodes <= 1000 and self.max_speed <= MAX_SIDE,
+             "radius, node count and speed are out of range"),
             (1 <= self.min_objects <= self.max_objects, "--objects must be at least 1"),
             (self.max_objects <= 255, "--objects must be at most 255"),
             (3 <= self.min_nodes <= self.max_nodes, "polygons need at least 3 nodes"),
@@ -321,6 +334,11 @@ def generate_dataset(out_dir: str | Path, cfg: ChewingGumConfig, splits: dict[st
         raise AmodalkitError("--videos-per-shard must be at least 1")
     if any(n < 0 for n in splits.values()):
         raise AmodalkitError("split sizes must not be negative")
+    if any(n > MAX_VIDEOS for n in splits.values()) or videos_per_shard > MAX_VIDEOS or not 1 <= jobs <= 1024:
+        raise AmodalkitError(f"split sizes and --videos-per-shard must be at most {MAX_VIDEOS}, "
+                             "--jobs from 1 to 1024")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise AmodalkitError(f"--seed must be an integer from 0 to 2**128 - 1, got {seed!r}")
     cfg.validate()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

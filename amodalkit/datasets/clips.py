@@ -42,7 +42,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.shards import ShardReader, expand_shard_paths
+from amodalkit.ops.crops import crop_maps, crop_matrices
+from amodalkit.ops.device import to_device
+from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
 CLIP_FIELDS = ("frames", "visible_ids", "presence", "flow", "flow_backward")
 
@@ -85,6 +87,27 @@ class ClipConfig:
         return num_frames if self.clip_len == 0 else min(self.clip_len, num_frames)
 
 
+def boxes_from_extents(y_first: np.ndarray | int, y_last: np.ndarray | int, x_first: np.ndarray | int,
+                       x_last: np.ndarray | int, crop_size: tuple[int, int], enlarge: float) -> np.ndarray:
+    """Boxes around masks from their first and last rows and columns (inclusive): (N,) each -> (N, 4) int64.
+
+    The box is centred on the mask's bounding box, enlarged by `enlarge` and widened to the
+    aspect ratio of `crop_size`; rows are y0, x0, height, width (:meth:`CropBox.around`).
+    """
+    y_first, y_last, x_first, x_last = (np.atleast_1d(np.asarray(v, np.int64)) for v in
+                                        (y_first, y_last, x_first, x_last))
+    cy = (y_first + y_last + 1) / 2
+    cx = (x_first + x_last + 1) / 2
+    bh = (y_last - y_first + 1) * enlarge
+    bw = (x_last - x_first + 1) * enlarge
+    ratio = crop_size[0] / crop_size[1]
+    bh = np.where(bh / bw < ratio, bw * ratio, bh)
+    height = np.maximum(2, np.rint(bh))
+    width = np.maximum(2, np.rint(height / ratio))
+    return np.stack([np.floor(cy - height / 2 + 0.5), np.floor(cx - width / 2 + 0.5), height, width],
+                    axis=1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class CropBox:
     """An axis-aligned box in frame pixels resampled to a crop, and its inverse.
@@ -109,17 +132,8 @@ class CropBox:
         ys, xs = np.nonzero(union)
         if ys.size == 0:
             raise AmodalkitError("cannot crop around an empty mask")
-        cy = (ys.min() + ys.max() + 1) / 2
-        cx = (xs.min() + xs.max() + 1) / 2
-        bh = (ys.max() - ys.min() + 1) * enlarge
-        bw = (xs.max() - xs.min() + 1) * enlarge
-        ratio = crop_size[0] / crop_size[1]
-        if bh / bw < ratio:
-            bh = bw * ratio
-        height = max(2, round(bh))
-        width = max(2, round(height / ratio))
-        return cls(y0=math.floor(cy - height / 2 + 0.5), x0=math.floor(cx - width / 2 + 0.5),
-                   height=height, width=width, image_size=image_size, crop_size=tuple(crop_size))
+        box = boxes_from_extents(ys.min(), ys.max(), xs.min(), xs.max(), crop_size, enlarge)[0]
+        return cls(*(int(v) for v in box), image_size=image_size, crop_size=tuple(crop_size))
 
     @classmethod
     def from_tensor(cls, box: torch.Tensor | np.ndarray, image_size: tuple[int, int],
@@ -237,7 +251,7 @@ class ClipCrop:
 
     def as_tensor(self) -> torch.Tensor:
         """(T, 4) int64: y0, x0, height, width per frame."""
-        return torch.stack([b.as_tensor() for b in self.boxes])
+        return torch.tensor([[b.y0, b.x0, b.height, b.width] for b in self.boxes], dtype=torch.int64)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -317,6 +331,83 @@ def build_clip(frames: np.ndarray, visible_ids: np.ndarray, presence: np.ndarray
         item["amodal"] = out[9].contiguous()
         item["annotated"] = torch.from_numpy(np.asarray(annotated, bool).copy())
     return item
+
+
+def video_clip_batch(video: Video, length: int, starts: Sequence[int], crop_size: tuple[int, int],
+                     enlarge: float, mode: str = "clip", device: str | torch.device = "cpu",
+                     max_elements: int = 1 << 25) -> tuple[list[tuple[int, int, ClipCrop]],
+                                                           dict[str, torch.Tensor] | None]:
+    """Every (object, start) clip of `length` frames where the object is visible, cut on `device` at once.
+
+    The clips equal :func:`build_clip`'s to float rounding, stacked (N clips, L = `length`):
+    image (N, 3, L, h, w), visible and weight (N, L, h, w), flow and flow_backward
+    (N, 2, L, h, w), valid (N, L) bool and box (N, L, 4) int64. Boxes are found on the CPU
+    (:meth:`ClipCrop.around`); the video goes to `device` once and every channel of every
+    clip frame is resampled there by batched matrix products (:mod:`amodalkit.ops.crops`),
+    at most `max_elements` frame values at a time. Returns each clip's (object, start, crop)
+    and the batch (None when no object is visible in any clip).
+    """
+    if video.flow is None:
+        raise AmodalkitError("SaVos needs optical flow in the shards; add it with the flow preprocessing")
+    where = []
+    for k in range(video.num_objects):
+        for s in starts:
+            vis = video.visible_ids[s:s + length] == k + 1
+            if vis.any():
+                crop = ClipCrop.around(vis, video.flow[s:s + length - 1], crop_size, enlarge, mode)
+                where.append((k, s, crop))
+    if not where:
+        return where, None
+    n, (h, w), (fh, fw) = len(where), crop_size, video.size
+    dev = torch.device(device)
+    boxes = torch.stack([c.as_tensor() for _, _, c in where])
+    scale = torch.tensor([[c.scale[1], c.scale[0]] for _, _, c in where], dtype=torch.float32)
+    steps = torch.from_numpy(np.stack([c.origin_steps() for _, _, c in where])).float()
+    valid = np.stack([video.presence[k, s:s + length] for k, s, _ in where])
+    pos = torch.arange(length).repeat(n)
+    rows_t = (torch.tensor([s for _, s, _ in where])[:, None] + torch.arange(length)).reshape(-1)
+    rows_k = torch.tensor([k for k, _, _ in where]).repeat_interleave(length)
+    frames = to_device(video.frames, dev)
+    ids = to_device(video.visible_ids.astype(np.int32), dev)
+    zero = np.zeros((1, fh, fw, 2), np.float32)
+    flow = to_device(np.concatenate([video.flow.astype(np.float32), zero]), dev)
+    back = -video.flow if video.flow_backward is None else video.flow_backward
+    back = to_device(np.concatenate([zero, back.astype(np.float32)]), dev)
+    pos, rows_t, rows_k = (x.to(dev, non_blocking=True) for x in (pos, rows_t, rows_k))
+    gy, gx = crop_matrices(boxes.reshape(-1, 4), video.size, crop_size, dev)
+    out = torch.empty(n * length, 9, h, w, device=dev)
+    chunk = max(1, max_elements // (9 * fh * fw))
+    for i in range(0, n * length, chunk):
+        r = slice(i, i + chunk)
+        t = rows_t[r]
+        idr = ids[t]
+        vis = idr == (rows_k[r] + 1)[:, None, None]
+        x = torch.empty(t.shape[0], 9, fh, fw, device=dev)
+        x[:, 0:3] = frames[t].permute(0, 3, 1, 2)
+        x[:, 0:3] *= 1 / 255
+        x[:, 3] = vis
+        x[:, 4] = (idr == 0) | vis
+        x[:, 5:7] = flow[t].permute(0, 3, 1, 2)
+        x[:, 5:7] *= (pos[r] < length - 1)[:, None, None, None]
+        x[:, 7:9] = back[t].permute(0, 3, 1, 2)
+        x[:, 7:9] *= (pos[r] > 0)[:, None, None, None]
+        out[r] = crop_maps(x, gy[r], gx[r])
+    out = out.reshape(n, length, 9, h, w)
+    sc = scale.to(dev, non_blocking=True).repeat(1, 2)[:, None, :, None, None]
+    out[:, :, 5:9] *= sc
+    st = steps.to(dev, non_blocking=True)[:, 1:, :, None, None]
+    out[:, :-1, 5:7] -= st
+    out[:, 1:, 7:9] += st
+    batch = {
+        "image": out[:, :, 0:3].transpose(1, 2).contiguous(),
+        "visible": out[:, :, 3].contiguous(),
+        "flow": out[:, :, 5:7].transpose(1, 2).contiguous(),
+        "flow_backward": out[:, :, 7:9].transpose(1, 2).contiguous(),
+        "weight": out[:, :, 4].contiguous(),
+        "valid": to_device(valid, dev),
+        "box": boxes.to(dev, non_blocking=True),
+    }
+    return where, batch
 
 
 def pad_clip(item: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:

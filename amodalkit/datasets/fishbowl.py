@@ -51,13 +51,17 @@ from tqdm import tqdm
 
 from amodalkit.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import check_size, imread
 from amodalkit.masks import occlusion_rates, rle_decode
+from amodalkit.paths import resolve_inside
 from amodalkit.shards import ShardReader, Video, write_shard
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RECORD_FILE = "fishbowl.json"
 OFFICIAL_OCCLUSION_RANGE = (0.1, 0.7)
 SIDE_FOLDERS = re.compile(r"_(objects|frames|flow\w*)$")
+MAX_ID = 2**63 - 1
+MAX_TYPE_ID = 2**31 - 1
 
 
 @dataclass
@@ -111,6 +115,9 @@ def find_samples(src: str | Path) -> list[FishbowlSample]:
                                if (p / "objects.json").is_file()), key=lambda p: _natural(p.parent))
         video = d / "video.mp4"
         frames_dir = frames_root / d.name
+        for path, root in [(d, src), (d / "objects.json", src), (video, src), (frames_dir, frames_root),
+                           *((r, r.parents[1]) for r in renders)]:
+            resolve_inside(root, path.relative_to(root).as_posix(), root, "FISHBOWL path")
         samples.append(FishbowlSample(d.name, d, video if video.is_file() else None,
                                       frames_dir if frames_dir.is_dir() else None, renders))
     return samples
@@ -121,6 +128,8 @@ def read_video_frames(path: Path) -> np.ndarray:
     cap = cv2.VideoCapture(str(path))
     frames = []
     try:
+        check_size(int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or 1, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or 1,
+                   "video frame", path)
         while True:
             ok, img = cap.read()
             if not ok:
@@ -140,7 +149,7 @@ def read_frame_images(folder: Path) -> np.ndarray:
         raise AmodalkitError("frame folder holds no images", folder)
     frames = []
     for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        img = imread(p, cv2.IMREAD_COLOR)
         if img is None:
             raise AmodalkitError("not a readable image", p)
         frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
@@ -160,7 +169,21 @@ def _load_objects(path: Path) -> list[dict]:
         if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("masks"), list):
             raise AmodalkitError(f"object {i} needs an 'id' and a 'masks' list (one COCO RLE per frame)",
                                  path)
+        if not _is_int(obj["id"]) or not 0 <= obj["id"] <= MAX_ID:
+            raise AmodalkitError(f"object {i}: 'id' must be an integer from 0 to {MAX_ID}, got "
+                                 f"{obj['id']!r:.40}", path)
+        type_id = obj.get("type_id")
+        if type_id is not None and (not _is_int(type_id) or not 0 <= type_id <= MAX_TYPE_ID):
+            raise AmodalkitError(f"object {i}: 'type_id' must be an integer from 0 to {MAX_TYPE_ID} or null, "
+                                 f"got {type_id!r:.40}", path)
+        for key in ("type_name",):
+            if obj.get(key) is not None and not isinstance(obj[key], str):
+                raise AmodalkitError(f"object {i}: {key!r} must be a string", path)
     return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _decode_masks(obj: dict, size: tuple[int, int], n_frames: int, where: Path) -> np.ndarray:
@@ -169,14 +192,13 @@ def _decode_masks(obj: dict, size: tuple[int, int], n_frames: int, where: Path) 
         raise AmodalkitError(f"object {obj['id']} has {len(masks)} masks for {n_frames} frames", where)
     out = np.zeros((n_frames, *size), bool)
     for t, rle in enumerate(masks):
-        if not isinstance(rle, dict) or list(rle.get("size", [])) != list(size):
+        if not isinstance(rle, dict):
             raise AmodalkitError(f"object {obj['id']} frame {t}: mask is not a COCO RLE of size "
                                  f"{list(size)}", where)
         try:
-            out[t] = rle_decode(rle)
-        except Exception as exc:
-            raise AmodalkitError(f"object {obj['id']} frame {t}: cannot decode the RLE ({exc})",
-                                 where) from exc
+            out[t] = rle_decode(rle, size)
+        except AmodalkitError as exc:
+            raise AmodalkitError(f"object {obj['id']} frame {t}: {exc}", where) from exc
     return out
 
 
@@ -285,6 +307,8 @@ def import_fishbowl(src: str | Path, out: str | Path, split: str | None = None, 
     """Write FISHBOWL samples of `src` as shards ``OUT/{split}-{index:05d}.h5``; skip complete ones."""
     if videos_per_shard < 1 or jobs < 1:
         raise AmodalkitError("--videos-per-shard and --jobs must be at least 1")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise AmodalkitError(f"--limit must be at least 1, got {limit!r}")
     samples = find_samples(src)
     if limit is not None:
         samples = samples[:limit]

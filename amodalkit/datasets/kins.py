@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from amodalkit.atomic import write_json
 from amodalkit.errors import AmodalkitError
+from amodalkit.masks import rle_decode
 from amodalkit.shards import Video
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ VERSIONS = {
 }
 
 Polygons = list[list[float]]
+MAX_POLYGON_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,21 @@ def _bbox(value: object, where: str, key: str, required: bool = True) -> tuple[f
 
 
 def decode_polygons(polygons: Polygons, height: int, width: int, where: str = "") -> np.ndarray:
-    """Rasterize COCO polygons with pycocotools (frPyObjects + merge): (H, W) bool."""
+    """Rasterize COCO polygons with pycocotools (frPyObjects + merge): (H, W) bool.
+
+    pycocotools allocates memory in proportion to the polygon's perimeter, so vertices must
+    be finite and lie within one image size of the image, at most ``MAX_POLYGON_POINTS`` each.
+    """
     polys = [p for p in polygons if len(p) >= 6]
     if not polys:
         return np.zeros((height, width), bool)
+    for p in polys:
+        xy = np.asarray(p, np.float64).reshape(-1, 2)
+        if len(xy) > MAX_POLYGON_POINTS or not np.isfinite(xy).all() \
+                or not ((-width <= xy[:, 0]) & (xy[:, 0] <= 2 * width)
+                        & (-height <= xy[:, 1]) & (xy[:, 1] <= 2 * height)).all():
+            raise AmodalkitError(f"a polygon has non-finite vertices, more than {MAX_POLYGON_POINTS} of "
+                                 f"them, or vertices far outside the {width}x{height} image", where or None)
     try:
         rle = coco_mask.merge(coco_mask.frPyObjects(polys, height, width))
     except Exception as exc:
@@ -170,20 +183,11 @@ def decode_polygons(polygons: Polygons, height: int, width: int, where: str = ""
 
 
 def decode_rle(rle: dict, height: int, width: int, where: str = "") -> np.ndarray:
-    """Decode a COCO RLE of an image of the given size: (H, W) bool."""
-    if list(rle["size"]) != [height, width]:
-        raise AmodalkitError(f"RLE size {rle['size']} does not match the image size [{height}, {width}]",
-                             where or None)
-    obj = dict(rle)
+    """Decode a COCO RLE of an image of the given size (:func:`amodalkit.masks.rle_decode`): (H, W) bool."""
     try:
-        if isinstance(obj["counts"], list):
-            obj = coco_mask.frPyObjects(obj, height, width)
-        elif isinstance(obj["counts"], str):
-            obj["counts"] = obj["counts"].encode("ascii")
-        mask = coco_mask.decode(obj)
-    except Exception as exc:
-        raise AmodalkitError(f"cannot decode the RLE ({exc})", where or None) from exc
-    return mask.astype(bool)
+        return rle_decode(rle, (height, width))
+    except AmodalkitError as exc:
+        raise AmodalkitError(str(exc), where or None) from exc
 
 
 def detect_version(annotation: dict, where: str) -> str:

@@ -51,8 +51,10 @@ from tqdm import tqdm
 
 from amodalkit.atomic import claim_output_dir, remove_stale_temps, write_json
 from amodalkit.datasets.kins import CAR, CATEGORIES, KinsAnnotation, KinsFile, load_kins
-from amodalkit.datasets.kitti import KittiRaw, match_images
+from amodalkit.datasets.kitti import KittiRaw, match_images, object_image_index
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import header_size
+from amodalkit.paths import check_relative
 from amodalkit.shards import ShardReader, Video, write_shard
 
 DEFAULT_CONTEXT = 10
@@ -252,14 +254,15 @@ def _flow16(backend: object, first: np.ndarray, second: np.ndarray) -> np.ndarra
     return out
 
 
-def _read_drive_tracks(spec: TracksSpec, drive: str, frames: set[int]) -> list:
+def _read_drive_tracks(spec: TracksSpec, drive: str, frames: set[int],
+                       size: tuple[int, int] | None = None) -> list:
     from amodalkit.preprocess.tracks import read_tracks
 
     path = spec.file_for(drive)
     if not path.is_file():
         raise AmodalkitError(f"no tracks file for drive {drive} (the tracks folder needs one DRIVE.txt per "
                              "drive with KINS annotations)", path)
-    instances, _ = read_tracks(path, "pointtrack", [MOTS_CAR], frames=frames)
+    instances, _ = read_tracks(path, "pointtrack", [MOTS_CAR], frames=frames, size=size)
     return instances
 
 
@@ -322,7 +325,9 @@ def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     available = set(raw.frame_numbers(task.drive))
     windows = [clip_window(af.frame, available, cfg.context) for af in task.frames]
     backend = get_flow_backend(cfg.flow, cfg.checkpoint, cfg.device)
-    instances = _read_drive_tracks(spec, task.drive, {f for w in windows for f in w})
+    wanted = {f for w in windows for f in w}
+    size = header_size(raw.frame_path(task.drive, min(wanted))) if wanted else None
+    instances = _read_drive_tracks(spec, task.drive, wanted, size)
     groups = group_windows(windows)
     bar = tqdm(total=len(windows), desc=task.drive, unit="clip", leave=False, disable=task.quiet)
     for group in groups:
@@ -444,6 +449,11 @@ def _index_images(kins_files: Sequence[KinsFile]) -> dict[tuple[str, str], tuple
     images: dict[tuple[str, str], tuple[KinsFile, int]] = {}
     for kf in kins_files:
         for img in kf.images.values():
+            try:
+                check_relative(img.file_name, None, "file_name")
+                object_image_index(img.file_name)
+            except AmodalkitError as exc:
+                raise AmodalkitError(f"image {img.id}: {exc}", kf.path) from exc
             key = (kf.split, Path(img.file_name).name)
             if key in images:
                 raise AmodalkitError(f"image {key[1]} ({key[0]}) is annotated in both "

@@ -51,6 +51,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import imread
 
 CAMERA = "image_02"
 DRIVE_RE = re.compile(r"^(\d{4}_\d{2}_\d{2})_drive_(\d{4})_sync$")
@@ -70,7 +71,7 @@ def drive_date(drive: str) -> str:
 
 def read_image(path: str | Path) -> np.ndarray:
     """A PNG as (H, W, 3) uint8 RGB; AmodalkitError naming the file when it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise AmodalkitError("cannot read this image (missing or not an image)", path)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -168,13 +169,17 @@ def read_mapping(devkit: str | Path) -> DevkitMapping:
         if not p.is_file():
             raise AmodalkitError("object devkit mapping file is missing (expected DEVKIT/mapping/"
                                  "train_rand.txt and train_mapping.txt from devkit_object.zip)", p)
-    text = rand_path.read_text().strip()
+    try:
+        text = rand_path.read_text().strip()
+        mapping_lines = map_path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AmodalkitError(f"cannot read the devkit mapping files ({exc})", devkit / "mapping") from exc
     try:
         rand = [int(t) for t in text.replace("\n", ",").split(",") if t.strip()]
     except ValueError as exc:
         raise AmodalkitError("train_rand.txt must hold comma-separated integers", rand_path) from exc
     lines: list[RawFrame | None] = []
-    for n, line in enumerate(map_path.read_text().splitlines(), 1):
+    for n, line in enumerate(mapping_lines, 1):
         fields = line.split()
         if not fields:
             lines.append(None)

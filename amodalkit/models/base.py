@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,10 +16,16 @@ class AmodalMethod(ABC):
     name: str = "method"
     #: shard fields ``predict_video`` reads (visible_ids and presence are always read)
     fields: tuple[str, ...] = ()
+    #: how many videos a caller should hand :meth:`predict_videos` at once
+    videos_per_batch: int = 1
 
     @abstractmethod
     def predict_video(self, video: Video) -> np.ndarray:
         """Amodal probabilities (or bools) for every object-frame: (K, T, H, W) in [0, 1]."""
+
+    def predict_videos(self, videos: Sequence[Video]) -> list[np.ndarray]:
+        """:meth:`predict_video` of each video; batched methods predict them together."""
+        return [self.predict_video(v) for v in videos]
 
     def describe(self) -> dict:
         """Settings that identify this method in a results file."""

@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from amodalkit.atomic import output_lock, remove_stale_temps
 from amodalkit.errors import AmodalkitError
+from amodalkit.images import imread
+from amodalkit.paths import refuse_overwrite
 
 if TYPE_CHECKING:
     import torch
@@ -111,16 +114,10 @@ class DISBackend(FlowBackend):
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
+    """The device string of :func:`amodalkit.device.resolve_device` (the one ``--device`` rule)."""
+    from amodalkit.device import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AmodalkitError("--device cuda was asked for but PyTorch sees no CUDA GPU (use --device cpu)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise AmodalkitError(f"unknown device {device!r} (auto, cpu or cuda)")
-    return device
+    return str(resolve(device))
 
 
 class _TorchBackend(FlowBackend):
@@ -273,13 +270,19 @@ def fill_shard_flow(path: str | Path, backend: FlowBackend, batch_size: int = 1,
 
 def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: int = 1,
                      quiet: bool = False) -> list[Path]:
-    """Fill flow in every shard that lacks this backend's flow (a tqdm bar over frame pairs); return those."""
+    """Fill flow in every shard that lacks this backend's flow (a tqdm bar over frame pairs); return those.
+
+    Each shard is locked while it is rewritten (a second run on it is refused) and the
+    temporary files that killed runs left beside it are removed first.
+    """
     from tqdm import tqdm
 
     todo = [Path(p) for p in paths if not shard_has_flow(Path(p), backend)]
     with tqdm(total=count_flow_pairs(todo), unit="pair", desc=backend.name, disable=quiet) as bar:
         for p in todo:
-            fill_shard_flow(p, backend, batch_size, bar.update)
+            with output_lock(p.parent, f".{p.name}.lock"):
+                remove_stale_temps(p.parent)
+                fill_shard_flow(p, backend, batch_size, bar.update)
     return todo
 
 
@@ -298,7 +301,7 @@ def list_frames(pattern: str) -> list[Path]:
 
 def read_frame(path: Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise AmodalkitError("cannot read this image", path)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -311,10 +314,7 @@ def flow_file_names(frames: Sequence[Path], out_dir: Path, fmt: str) -> list[Pat
     outs = [out_dir / (p.stem + FRAME_FORMATS[fmt]) for p in frames[:-1]]
     if len({o.name for o in outs}) != len(outs):
         raise AmodalkitError("two frames share a file stem, so their flow files would collide", out_dir)
-    inputs = {p.resolve() for p in frames}
-    for o in outs:
-        if o.resolve() in inputs:
-            raise AmodalkitError("the flow file would overwrite an input frame; choose another --out", o)
+    refuse_overwrite([("--out", o) for o in outs], frames)
     return outs
 
 
@@ -327,7 +327,8 @@ def write_folder_flow(pattern: str, out_dir: str | Path, backend: FlowBackend, f
     outs = flow_file_names(frames, Path(out_dir), fmt)
     if batch_size < 1:
         raise AmodalkitError("--batch-size must be at least 1")
-    with tqdm(total=len(outs), unit="pair", desc=backend.name, disable=quiet) as bar:
+    with output_lock(out_dir), tqdm(total=len(outs), unit="pair", desc=backend.name, disable=quiet) as bar:
+        remove_stale_temps(out_dir)
         _write_pairs(frames, outs, backend, fmt, batch_size, bar.update)
     return outs
 

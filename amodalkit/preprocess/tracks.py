@@ -36,12 +36,12 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from pycocotools import mask as coco_mask
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.masks import bbox
+from amodalkit.images import check_size, header_size, imread
+from amodalkit.masks import bbox, decode_compressed_rle
 from amodalkit.shards import Video, write_shard
 
 ID_DIVISOR = 1000
@@ -49,6 +49,8 @@ IGNORE_CLASS = 10
 CLASS_IDS = {"car": 1, "pedestrian": 2, "ignore": IGNORE_CLASS}
 FORMATS = ("auto", "mots", "pointtrack", "png")
 MOTS_FIELDS = "frame id class_id height width rle"
+MAX_FRAME_NUMBER = 1_000_000
+MAX_ID = 2**62
 
 
 class Instance(NamedTuple):
@@ -85,47 +87,13 @@ def _keep_class(class_id: int, classes: frozenset[int] | None) -> bool:
     return class_id in classes
 
 
-def _rle_counts(counts: str) -> list[int] | None:
-    """Parse a COCO compressed RLE string exactly as pycocotools' rleFrString; None if malformed."""
-    out: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                return None
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        if x < 0:
-            return None
-        out.append(x)
-    return out
-
-
-def decode_compressed_rle(counts: str, h: int, w: int) -> np.ndarray | None:
-    """Decode a COCO compressed RLE string of an (h, w) mask: (h, w) bool, None when malformed.
-
-    pycocotools decodes some malformed strings (e.g. an empty one) into garbage without an
-    error, so the runs are parsed and checked to cover exactly h*w pixels first.
-    """
-    runs = _rle_counts(counts)
-    if runs is None or sum(runs) != h * w:
-        return None
-    return coco_mask.decode({"size": [h, w], "counts": counts.encode("ascii")}).astype(bool)
-
-
 def _read_txt(path: str | Path, coding: str, classes: Iterable[str | int] | None,
-              frames: Collection[int] | None) -> FrameInstances:
-    """Shared parser of the KITTI-MOTS and PointTrack text formats (coding 'mots' or 'pointtrack')."""
+              frames: Collection[int] | None, size: tuple[int, int] | None = None) -> FrameInstances:
+    """Shared parser of the KITTI-MOTS and PointTrack text formats (coding 'mots' or 'pointtrack').
+
+    Each line's declared mask size is checked against `size` (the frames', when known) and
+    the image limits before its RLE is decoded.
+    """
     path = Path(path)
     wanted = parse_classes(classes)
     try:
@@ -136,7 +104,8 @@ def _read_txt(path: str | Path, coding: str, classes: Iterable[str | int] | None
         raise AmodalkitError(f"cannot read tracks file ({exc})", path) from exc
     out: FrameInstances = []
     seen: set[tuple[int, int, int]] = set()
-    size: tuple[int, int] | None = None
+    expected = size
+    size = None
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -151,6 +120,13 @@ def _read_txt(path: str | Path, coding: str, classes: Iterable[str | int] | None
                                  where) from exc
         if frame < 0 or obj_id < 0 or class_id < 0 or h <= 0 or w <= 0:
             raise AmodalkitError("frame, id and class must be >= 0 and height, width > 0", where)
+        if frame > MAX_FRAME_NUMBER or max(obj_id, class_id) > MAX_ID:
+            raise AmodalkitError(f"frame number {frame} or id {obj_id} / class {class_id} is over the limit "
+                                 f"({MAX_FRAME_NUMBER} frames, ids up to {MAX_ID})", where)
+        if expected is not None and (h, w) != tuple(expected):
+            raise AmodalkitError(f"mask size {h}x{w} does not match the frames' {expected[0]}x{expected[1]}",
+                                 where)
+        check_size(h, w, "mask", where)
         if size is None:
             size = (h, w)
         elif size != (h, w):
@@ -176,20 +152,23 @@ def _read_txt(path: str | Path, coding: str, classes: Iterable[str | int] | None
 
 
 def read_mots_txt(path: str | Path, classes: Iterable[str | int] | None = None,
-                  frames: Collection[int] | None = None) -> FrameInstances:
-    """Read a KITTI-MOTS text file (ids class*1000+instance); only `frames` when given."""
-    return _read_txt(path, "mots", classes, frames)
+                  frames: Collection[int] | None = None,
+                  size: tuple[int, int] | None = None) -> FrameInstances:
+    """Read a KITTI-MOTS text file (ids class*1000+instance); only `frames` when given, masks of `size`."""
+    return _read_txt(path, "mots", classes, frames, size)
 
 
 def read_pointtrack_txt(path: str | Path, classes: Iterable[str | int] | None = None,
-                        frames: Collection[int] | None = None) -> FrameInstances:
+                        frames: Collection[int] | None = None,
+                        size: tuple[int, int] | None = None) -> FrameInstances:
     """Read PointTrack's exported results (plain per-video track counters, class in column 3)."""
-    return _read_txt(path, "pointtrack", classes, frames)
+    return _read_txt(path, "pointtrack", classes, frames, size)
 
 
 def read_mots_pngs(folder: str | Path, classes: Iterable[str | int] | None = None,
-                   frames: Collection[int] | None = None) -> FrameInstances:
-    """Read a folder of KITTI-MOTS instance PNGs (``%06d.png``, uint16 class*1000+instance)."""
+                   frames: Collection[int] | None = None,
+                   size: tuple[int, int] | None = None) -> FrameInstances:
+    """Read a folder of KITTI-MOTS instance PNGs (``%06d.png``, uint16 class*1000+instance) of `size`."""
     folder = Path(folder)
     wanted = parse_classes(classes)
     if not folder.is_dir():
@@ -202,9 +181,15 @@ def read_mots_pngs(folder: str | Path, classes: Iterable[str | int] | None = Non
         if not f.stem.isdigit():
             raise AmodalkitError("instance PNG names must be frame numbers such as 000000.png", f)
         frame = int(f.stem)
+        if frame > MAX_FRAME_NUMBER:
+            raise AmodalkitError(f"frame number {frame} is over the limit of {MAX_FRAME_NUMBER}", f)
         if frames is not None and frame not in frames:
             continue
-        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        declared = header_size(f)
+        if size is not None and declared is not None and declared != tuple(size):
+            raise AmodalkitError(f"instance PNG is {declared[0]}x{declared[1]}, the frames are "
+                                 f"{size[0]}x{size[1]}", f)
+        img = imread(f, cv2.IMREAD_UNCHANGED)
         if img is None:
             raise AmodalkitError("not a readable PNG", f)
         if img.ndim != 2 or img.dtype.kind != "u":
@@ -241,17 +226,18 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_tracks(path: str | Path, fmt: str = "auto", classes: Iterable[str | int] | None = None,
-                frames: Collection[int] | None = None) -> tuple[FrameInstances, str]:
-    """Read tracks in any supported format; return (instances per frame, the format used)."""
+                frames: Collection[int] | None = None,
+                size: tuple[int, int] | None = None) -> tuple[FrameInstances, str]:
+    """Read tracks in any supported format (masks of `size` when given); return (instances, format)."""
     if fmt not in FORMATS:
         raise AmodalkitError(f"unknown tracks format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "png":
-        return read_mots_pngs(path, classes, frames), fmt
+        return read_mots_pngs(path, classes, frames, size), fmt
     if Path(path).is_dir():
         raise AmodalkitError(f"format {fmt} needs a .txt file, got a folder", path)
-    return _read_txt(path, fmt, classes, frames), fmt
+    return _read_txt(path, fmt, classes, frames, size), fmt
 
 
 def warp_mask_forward(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -577,7 +563,7 @@ def read_frames(paths: Sequence[Path], quiet: bool = True) -> np.ndarray:
     """Read frame images of one size: (T, H, W, 3) uint8 RGB."""
     frames: list[np.ndarray] = []
     for p in tqdm(paths, desc="frames", unit="frame", disable=quiet):
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        img = imread(p, cv2.IMREAD_COLOR)
         if img is None:
             raise AmodalkitError("not a readable image", p)
         if frames and img.shape != frames[0].shape:
@@ -638,7 +624,10 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
     paths = list_frame_files(frames_pattern)
     numbers = frame_numbers_from_names(paths)
     wanted = parse_classes(classes)
-    instances, used_fmt = read_tracks(source, fmt, wanted, frames=set(numbers))
+    first = header_size(paths[0])
+    if first is not None:
+        check_size(*first, "frame", paths[0])
+    instances, used_fmt = read_tracks(source, fmt, wanted, frames=set(numbers), size=first)
     frames = read_frames(paths, quiet)
     size = frames.shape[1:3]
     for n, insts in enumerate(instances):

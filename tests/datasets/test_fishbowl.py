@@ -91,3 +91,52 @@ def test_bad_inputs(tmp_path: Path, fishbowl_release: FishbowlRelease) -> None:
     sample.frames_dir = fishbowl_release.savos_split.parent / "test_frames" / "00000"
     with pytest.raises(AmodalkitError, match="'masks' list"):
         read_sample(sample)
+
+
+def _short_rle() -> dict:
+    from amodalkit.masks import rle_encode
+
+    return {"size": [FB_H, FB_W], "counts": rle_encode(np.zeros((FB_H, FB_W - 1), bool))["counts"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda objs: objs[0].update(id="abc"), "'id' must be an integer"),
+        (lambda objs: objs[0].update(id=2**70), "'id' must be an integer"),
+        (lambda objs: objs[0].update(type_id="fish"), "'type_id' must be an integer"),
+        (lambda objs: objs[1]["masks"].__setitem__(2, _short_rle()), "runs do not cover"),
+        (lambda objs: objs[1]["masks"].__setitem__(2, {"size": [FB_H, FB_W], "counts": [5, 7]}),
+         "runs cover 12 pixels"),
+    ],
+)
+def test_malformed_objects_json_is_one_line_error(tmp_path: Path, fishbowl_release: FishbowlRelease,
+                                                  capsys: pytest.CaptureFixture[str], change,
+                                                  needle: str) -> None:
+    import shutil
+
+    from bad_files import snapshot
+    from cli_helpers import assert_one_line_error, run
+
+    src = tmp_path / "test_data"
+    shutil.copytree(fishbowl_release.savos_split.parent, src)
+    objects_json = src / "test" / "00001" / "objects.json"
+    objects = json.loads(objects_json.read_text())
+    change(objects)
+    objects_json.write_text(json.dumps(objects))
+    before = snapshot(src)
+    code, _, err = run(capsys, "import-fishbowl", str(src / "test"), "--out", str(tmp_path / "out"),
+                       "--quiet")
+    assert_one_line_error(code, err, "00001", "objects.json", needle)
+    assert snapshot(src) == before
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_limit_must_be_positive(tmp_path: Path, fishbowl_release: FishbowlRelease,
+                                capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    from cli_helpers import assert_one_line_error, run
+
+    code, _, err = run(capsys, "import-fishbowl", str(fishbowl_release.savos_split), "--out",
+                       str(tmp_path / "out"), "--limit", limit)
+    assert_one_line_error(code, err, "--limit must be at least 1")
+    assert not (tmp_path / "out").exists()

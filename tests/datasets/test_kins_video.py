@@ -189,3 +189,20 @@ def test_dask_scheduler_matches_jobs_1(built: Path, kitti_world: KittiWorld, tmp
                              "flow", "flow_backward", "object_class"):
                     assert np.array_equal(getattr(va, name), getattr(vb, name)), name
                 assert va.provenance == vb.provenance
+
+
+def test_bad_image_name_error_names_the_kins_json(kitti_world: KittiWorld, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from bad_files import snapshot
+    from cli_helpers import assert_one_line_error
+
+    data = json.loads(kitti_world.kins_2020.read_text())
+    data["images"][2]["file_name"] = "frame_two.png"
+    kins = tmp_path / "update_train_2020.json"
+    kins.write_text(json.dumps(data))
+    args = build_args(kitti_world, tmp_path / "out")
+    args[args.index("--kins-json") + 1] = str(kins)
+    before = snapshot(kins)
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, str(kins), "frame_two.png", "not a KITTI object image name")
+    assert snapshot(kins) == before

@@ -306,3 +306,23 @@ def test_tta_adapts_a_copy_and_stops(cg_savos: Path) -> None:
     assert pred.shape == (2, 40, 50, 56)
     info = method.describe()["tta"]
     assert info["videos"] == 1 and info["mean_iterations"] <= 3
+
+
+def test_sizes_and_tta_settings_are_bounded() -> None:
+    from amodalkit.models.baselines.framewise import FramewiseConfig
+    from amodalkit.models.savos import SavosConfig, SavosMethod, SavosNet, TTAConfig
+
+    for bad in ({"hidden": 100000}, {"width": 100.0}, {"crop_size": (2048, 2048), "channels": (4,) * 11}):
+        with pytest.raises(AmodalkitError, match="at most"):
+            SavosConfig.small(**bad)
+    with pytest.raises(AmodalkitError, match="at most"):
+        FramewiseConfig(crop_size=(4096, 4096))
+    for bad in ({"max_iters": -1}, {"max_iters": 0}, {"lr": float("nan")}, {"lr": float("inf")},
+                {"lr": -1.0}):
+        with pytest.raises(AmodalkitError, match="--tta-"):
+            TTAConfig(**bad)
+    method = SavosMethod(SavosNet(SavosConfig(crop_size=(8, 8), channels=(4, 4, 4), hidden=8)))
+    method.window = 0
+    with pytest.raises(AmodalkitError, match="--window must be 0"):
+        method.window = -5
+    assert method.with_tta(TTAConfig(max_iters=1)).window == 0

@@ -202,7 +202,7 @@ def test_cli_frame_folder_errors(frame_folder: Path, tmp_path: Path,
     pattern = str(frame_folder / "*.png")
     code, _, err = run(capsys, "flow", "--frames", pattern, "--out", str(frame_folder),
                        "--format", "kitti-png", "--quiet")
-    assert_one_line_error(code, err, "would overwrite an input frame")
+    assert_one_line_error(code, err, "would overwrite an input file")
     code, _, err = run(capsys, "flow", "--frames", str(tmp_path / "none" / "*.png"), "--out", str(tmp_path))
     assert_one_line_error(code, err, "at least two frames")
     code, _, err = run(capsys, "flow", "--frames", pattern)

@@ -332,3 +332,47 @@ def test_cli_option_errors(tmp_path: Path, mots_txt: Path, capsys) -> None:
     assert code == 2 and "no frame images match" in capsys.readouterr().err
     with pytest.raises(AmodalkitError, match="--masks needs --tracker builtin"):
         build_tracks_shard(tmp_path / "x.h5", str(frames), masks=mots_txt, tracker="file")
+
+
+def rle_of_runs(runs: list[int]) -> str:
+    """COCO compressed RLE string of run lengths (pycocotools' rleToString)."""
+    out = []
+    for i, run_length in enumerate(runs):
+        x = run_length - runs[i - 2] if i > 2 else run_length
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+    return "".join(out)
+
+
+@pytest.mark.parametrize(("h", "w", "needle"), [(60000, 60000, "does not match the frames' 24x32"),
+                                                 (24, 33, "does not match the frames' 24x32")])
+def test_cli_declared_mask_size_is_checked_before_decoding(tmp_path: Path, capsys, h: int, w: int,
+                                                           needle: str) -> None:
+    import resource
+
+    from bad_files import snapshot
+    from cli_helpers import assert_one_line_error, run
+
+    mots = tmp_path / "0002.txt"
+    mots.write_text(f"0 1001 1 {h} {w} {rle_of_runs([h * w])}\n")  # a valid all-background RLE
+    frames = write_frames(tmp_path / "frames")
+    before = snapshot(mots, frames)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, _, err = run(capsys, "tracks", "--mots", str(mots), "--frames", str(frames / "*.png"),
+                       "--out", str(tmp_path / "x.h5"))
+    assert_one_line_error(code, err, "0002.txt:1", needle)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000
+    assert snapshot(mots, frames) == before and not (tmp_path / "x.h5").exists()
+
+
+def test_declared_mask_size_has_a_limit_without_frames(tmp_path: Path) -> None:
+    mots = tmp_path / "0002.txt"
+    mots.write_text(f"0 1001 1 60000 60000 {rle_of_runs([60000 * 60000])}\n")
+    assert rle_of_runs([24 * 32]) == rle_string(np.zeros((24, 32), bool))
+    with pytest.raises(AmodalkitError, match="over the limit") as err:
+        read_mots_txt(mots)
+    assert f"{mots}:1" in str(err.value)

@@ -4,14 +4,15 @@ Self-Deocclusion (:mod:`.deocclusion`) and the supervised oracle (:mod:`.unet`) 
 small U-Net on one object-frame crop at a time (no time): input the object's visible mask,
 the occluder mask (the other objects' visible masks) and optionally the image patch, output
 the amodal mask logit. They differ only in how they are trained. At inference every
-object-frame of a video with visible pixels is cropped
-(:func:`amodalkit.datasets.frame_crops.crop_object_frame`), predicted in one batch and pasted
-back to full resolution.
+object-frame with visible pixels of several videos is cropped on the device
+(:func:`amodalkit.datasets.frame_crops.video_frame_crop_batch`), predicted in one batch and
+pasted back to full resolution on the device.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -24,16 +25,21 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from amodalkit.checkpoint import (
     Checkpoint,
+    build_checked,
     config_from_dict,
-    load_state_strict,
     read_checkpoint,
     save_checkpoint,
 )
-from amodalkit.datasets.clips import CropBox, visible_pixel_counts
-from amodalkit.datasets.frame_crops import crop_object_frame
+from amodalkit.datasets.frame_crops import video_frame_crop_batch
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.base import AmodalMethod
+from amodalkit.ops.crops import paste_clips
+from amodalkit.ops.device import inference_autocast, is_cuda, to_device
+from amodalkit.ops.masks import keep_on_occluders
 from amodalkit.shards import Video
+
+MAX_CROP_SIDE = 1024
+MAX_CHANNELS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class FramewiseConfig:
                                  f"{len(self.channels)} channel counts), got {self.crop_size}")
         if not self.channels or min(self.channels) < 1:
             raise AmodalkitError(f"channel counts must be positive, got {self.channels}")
+        if max(self.crop_size) > MAX_CROP_SIDE or max(self.channels) > MAX_CHANNELS:
+            raise AmodalkitError(f"crops are at most {MAX_CROP_SIDE} pixels and channel counts at most "
+                                 f"{MAX_CHANNELS}; got {self.crop_size} and {self.channels}")
         if self.enlarge <= 0:
             raise AmodalkitError("the crop enlargement factor must be positive")
 
@@ -170,13 +179,16 @@ def load_framewise(source: str | Path | Checkpoint, model_name: str, net_class: 
         config = net_class.config_class.from_dict(ck.config)
     except (TypeError, AmodalkitError) as exc:
         raise AmodalkitError(f"invalid {model_name} config in checkpoint: {exc}", where) from exc
-    net = net_class(config)
-    load_state_strict(net, ck.state_dict, where)
+    net = build_checked(lambda: net_class(config), ck.state_dict, where)
     return net.to(device).eval()
 
 
 class FramewiseMethod(AmodalMethod):
-    """A trained per-frame network as an amodal method: all object-frames of a video in one batch.
+    """A trained per-frame network as an amodal method: all object-frames of several videos in one batch.
+
+    :meth:`predict_videos` crops, predicts and pastes back on the device, ``batch_size``
+    crops per forward; callers hand it ``videos_per_batch`` videos at a time (default 16 on
+    CUDA, 1 on a CPU, where one video's crops are already a batch the size CPUs run best).
 
     With ``occluders_only`` (the rule SaVos is scored with, so every method is on the same
     footing) the prediction is kept only on pixels covered by the *other* objects' visible
@@ -190,7 +202,7 @@ class FramewiseMethod(AmodalMethod):
 
     def __init__(self, model: FramewiseNet | None = None, checkpoint: str | Path | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 4096,
-                 occluders_only: bool = True) -> None:
+                 occluders_only: bool = True, videos_per_batch: int | None = None) -> None:
         if model is None:
             if checkpoint is None:
                 raise AmodalkitError(f"the {self.name} method needs a trained model: give a checkpoint")
@@ -201,6 +213,7 @@ class FramewiseMethod(AmodalMethod):
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.batch_size = batch_size
         self.occluders_only = occluders_only
+        self.videos_per_batch = videos_per_batch or (16 if is_cuda(self.device) else 1)
         self.fields = ("frames",) if model.config.use_image else ()
 
     def describe(self) -> dict:
@@ -208,37 +221,45 @@ class FramewiseMethod(AmodalMethod):
                 "config": asdict(self.model.config)}
 
     def crops(self, video: Video) -> tuple[np.ndarray, dict[str, torch.Tensor] | None]:
-        """(N, 2) (object, frame) pairs with visible pixels, and their crops stacked as one batch."""
+        """(N, 2) (object, frame) pairs with visible pixels, and their crops as one batch on the device."""
         cfg = self.model.config
-        pairs = np.argwhere(visible_pixel_counts(video.visible_ids, video.num_objects) > 0)
-        if len(pairs) == 0:
-            return pairs, None
-        items = [crop_object_frame(video.visible_ids[t], int(k), cfg.crop_size, cfg.enlarge,
-                                   frame=video.frames[t] if cfg.use_image else None) for k, t in pairs]
-        return pairs, {name: torch.stack([it[name] for it in items]) for name in items[0]}
+        return video_frame_crop_batch(video, cfg.crop_size, cfg.enlarge, cfg.use_image, self.device)
 
-    @torch.inference_mode()
     def predict_crops(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Amodal probabilities of a batch of crops: (N, h, w) on the CPU."""
+        """Amodal probabilities of crops on the device, ``batch_size`` at a time: (N, h, w) float32.
+
+        Runs under ``inference_mode`` with autocast on CUDA; nothing here waits for the device.
+        """
         out = []
-        for i in range(0, batch["visible"].shape[0], self.batch_size):
-            part = {k: v[i:i + self.batch_size].to(self.device) for k, v in batch.items() if k != "box"}
-            logits = self.runner(part["visible"], part["occluder"], part.get("image"))
-            out.append(torch.sigmoid(logits.float()).cpu())
+        with torch.inference_mode(), inference_autocast(self.device):
+            for i in range(0, batch["visible"].shape[0], self.batch_size):
+                part = {k: v[i:i + self.batch_size] for k, v in batch.items() if k != "box"}
+                logits = self.runner(part["visible"], part["occluder"], part.get("image"))
+                out.append(torch.sigmoid(logits.float()))
         return torch.cat(out)
 
-    def predict_video(self, video: Video) -> np.ndarray:
-        k_, t_, (h, w) = video.num_objects, video.num_frames, video.size
-        out = np.zeros((k_, t_, h, w), np.float32)
-        pairs, batch = self.crops(video)
-        if batch is None:
-            return out
-        preds = self.predict_crops(batch).numpy()
-        crop_size = self.model.config.crop_size
-        for (k, t), box, pred in zip(pairs, batch["box"].numpy(), preds):
-            out[k, t] = CropBox.from_tensor(box, (h, w), crop_size).paste_back(pred)
+    @torch.inference_mode()
+    def paste(self, video: Video, pairs: np.ndarray, boxes: torch.Tensor, preds: torch.Tensor) -> np.ndarray:
+        """Crop predictions (N, h, w) of (object, frame) `pairs` pasted back on the device -> (K, T, H, W)."""
+        objects, frames = torch.from_numpy(pairs.T.astype(np.int64))
+        out = paste_clips(preds[:, None], boxes[:, None], objects, frames,
+                          (video.num_objects, video.num_frames, *video.size))
         if self.occluders_only:
-            ids = video.visible_ids[None]
-            obj = np.arange(1, k_ + 1, dtype=ids.dtype)[:, None, None, None]
-            out = np.where((ids != 0) & (ids != obj), out, (ids == obj).astype(np.float32))
-        return out
+            out = keep_on_occluders(out, to_device(video.visible_ids.astype(np.int32), preds.device))
+        return out.cpu().numpy()
+
+    def predict_video(self, video: Video) -> np.ndarray:
+        return self.predict_videos([video])[0]
+
+    def predict_videos(self, videos: Sequence[Video]) -> list[np.ndarray]:
+        """Every object-frame of every video through the network together."""
+        crops = [self.crops(v) for v in videos]
+        found = [i for i, (_, batch) in enumerate(crops) if batch is not None]
+        out = {}
+        if found:
+            names = [k for k in crops[found[0]][1] if k != "box"]
+            joint = {k: torch.cat([crops[i][1][k] for i in found]) for k in names}
+            preds = self.predict_crops(joint).split([len(crops[i][0]) for i in found])
+            out = {i: self.paste(videos[i], crops[i][0], crops[i][1]["box"], p) for i, p in zip(found, preds)}
+        return [out[i] if i in out else np.zeros((v.num_objects, v.num_frames, *v.size), np.float32)
+                for i, v in enumerate(videos)]
