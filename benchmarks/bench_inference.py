@@ -107,8 +107,9 @@ def main() -> None:
         for name in a.models.split(","):
             method = methods[name]()
             old, new, ratio = compare(method, references[name], videos, a.repeats)
-            print(f"| {name} | {threads} | {method.batch_size} | {method.videos_per_batch} | {old:.0f} | "
-                  f"{new:.0f} | {ratio:.2f}x |", flush=True)
+            batch = method.batch_size or f"{16 * threads} (16 per thread)"
+            print(f"| {name} | {threads} | {batch} | {method.videos_per_batch} | {old:.0f} | {new:.0f} | "
+                  f"{ratio:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,10 @@ def savos_per_object(method: SavosMethod, video: Video) -> np.ndarray:
         return total
     batch = collate_clips(items)
     preds = []
+    size = method.batch_size or 64
     with torch.no_grad():
-        for i in range(0, len(items), method.batch_size):
-            part = {k: v[i:i + method.batch_size].to(method.device) for k, v in batch.items()}
+        for i in range(0, len(items), size):
+            part = {k: v[i:i + size].to(method.device) for k, v in batch.items()}
             preds.append(method.model(part)["prediction"].float().cpu())
     for (k, s, box), pred in zip(where, torch.cat(preds)):
         total[k, s:s + pred.shape[0]] += box.paste_back(pred).numpy()

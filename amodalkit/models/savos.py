@@ -646,8 +646,8 @@ class SavosMethod(AmodalMethod):
     Each object is cut into clips of ``window`` frames (default: the training clip length;
     0 = the whole video) overlapping by half, cropped like training clips, predicted, pasted
     back to full resolution and averaged where windows overlap. :meth:`predict_videos` does
-    all of it on the device, ``batch_size`` clips per forward (default 16 on a CPU, where
-    larger batches run slower, 128 on CUDA) through a channels-last copy of the network
+    all of it on the device, ``batch_size`` clips per forward (default 128 on CUDA and 16 per
+    thread on a CPU, where larger batches run slower) through a channels-last copy of the network
     (:func:`inference_copy`, made once at construction, so a network changed afterwards needs
     a new method); callers hand it ``videos_per_batch`` videos at a time. With ``tta`` a copy
     of the network is first adapted to each video (§3.2), and each video is predicted on its own.
@@ -663,7 +663,7 @@ class SavosMethod(AmodalMethod):
     def __init__(self, model: SavosNet | None = None, checkpoint: str | Path | None = None,
                  device: str | torch.device = "cpu", window: int | None = None, batch_size: int | None = None,
                  tta: TTAConfig | None = None, occluders_only: bool = True,
-                 videos_per_batch: int = 8) -> None:
+                 videos_per_batch: int = 16) -> None:
         if model is None:
             if checkpoint is None:
                 raise AmodalkitError("the savos method needs a trained model: give a checkpoint")
@@ -674,7 +674,7 @@ class SavosMethod(AmodalMethod):
         self.videos_per_batch = videos_per_batch
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.window = model.config.clip_len if window is None else window
-        self.batch_size = batch_size or (128 if is_cuda(self.device) else 16)
+        self.batch_size = batch_size
         self.tta = tta
         self.tta_stats = TTAStats()
         self.occluders_only = occluders_only
@@ -721,10 +721,11 @@ class SavosMethod(AmodalMethod):
 
         Runs under ``inference_mode`` with autocast on CUDA; nothing here waits for the device.
         """
+        size = self.batch_size or (128 if is_cuda(self.device) else 16 * torch.get_num_threads())
         preds = []
         with torch.inference_mode(), inference_autocast(self.device):
-            for i in range(0, batch["valid"].shape[0], self.batch_size):
-                part = {k: v[i:i + self.batch_size] for k, v in batch.items()}
+            for i in range(0, batch["valid"].shape[0], size):
+                part = {k: v[i:i + size] for k, v in batch.items()}
                 preds.append(model(part)["prediction"].float())
         return torch.cat(preds)
 
