@@ -8,6 +8,7 @@ allocate gigabytes.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from amodalkit.errors import AmodalkitError
 
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 26
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort key for frame names in natural order: ``frame2`` before ``frame10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def check_size(height: int, width: int, what: str, path: str | Path | None = None) -> None:

@@ -19,7 +19,6 @@ Every backend maps frame pairs to forward flow: ``compute_pairs(first, second)``
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ import numpy as np
 
 from amodalkit.atomic import output_lock, remove_stale_temps
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import imread
+from amodalkit.images import imread, natural_key
 from amodalkit.paths import refuse_overwrite
 
 if TYPE_CHECKING:
@@ -286,13 +285,9 @@ def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: in
     return todo
 
 
-def _natural_key(path: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
-
-
 def list_frames(pattern: str) -> list[Path]:
     """Frames matching a glob, in natural order (``frame2`` before ``frame10``); at least two."""
-    found = sorted(glob.glob(pattern), key=_natural_key)
+    found = sorted(glob.glob(pattern), key=natural_key)
     if len(found) < 2:
         raise AmodalkitError(f"optical flow needs at least two frames, {len(found)} match this pattern",
                              pattern)

@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import check_size, header_size, imread
+from amodalkit.images import check_size, header_size, imread, natural_key
 from amodalkit.masks import bbox, decode_compressed_rle
 from amodalkit.shards import Video, write_shard
 
@@ -173,7 +173,7 @@ def read_mots_pngs(folder: str | Path, classes: Iterable[str | int] | None = Non
     wanted = parse_classes(classes)
     if not folder.is_dir():
         raise AmodalkitError("instance PNG folder does not exist", folder)
-    files = sorted(folder.glob("*.png"))
+    files = sorted(folder.glob("*.png"), key=natural_key)
     if not files:
         raise AmodalkitError("folder holds no instance PNGs (expected 000000.png, 000001.png, ...)", folder)
     out: FrameInstances = []
@@ -548,12 +548,12 @@ def tracks_to_video(name: str, frames: np.ndarray, tracks: FrameInstances,
 
 
 def list_frame_files(pattern: str | Path) -> list[Path]:
-    """Frame image files matching a glob, or every PNG of a folder, sorted by name."""
+    """Frame image files matching a glob, or every PNG of a folder, in natural order."""
     text = str(pattern)
     if Path(text).is_dir():
-        paths = sorted(Path(text).glob("*.png"))
+        paths = sorted(Path(text).glob("*.png"), key=natural_key)
     else:
-        paths = sorted(Path(p) for p in glob.glob(text))
+        paths = sorted((Path(p) for p in glob.glob(text)), key=natural_key)
     if not paths:
         raise AmodalkitError("no frame images match this pattern", text)
     return paths

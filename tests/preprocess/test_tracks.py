@@ -20,6 +20,7 @@ from amodalkit.preprocess.tracks import (
     decode_compressed_rle,
     detect_format,
     link_tracks,
+    list_frame_files,
     read_mots_pngs,
     read_mots_txt,
     read_pointtrack_txt,
@@ -376,3 +377,12 @@ def test_declared_mask_size_has_a_limit_without_frames(tmp_path: Path) -> None:
     with pytest.raises(AmodalkitError, match="over the limit") as err:
         read_mots_txt(mots)
     assert f"{mots}:1" in str(err.value)
+
+
+def test_frame_files_are_listed_in_natural_order(tmp_path: Path) -> None:
+    """frame2 before frame10, for a folder and a glob alike (a plain sort put frame10 first)."""
+    for name in ("frame10.png", "frame2.png", "frame1.png"):
+        (tmp_path / name).write_bytes(b"")
+    expected = ["frame1.png", "frame2.png", "frame10.png"]
+    assert [p.name for p in list_frame_files(tmp_path)] == expected
+    assert [p.name for p in list_frame_files(str(tmp_path / "*.png"))] == expected
