@@ -91,6 +91,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def read_json(path: str | Path, what: str, missing: str | None = None) -> object:
+    """Parse a JSON file; a missing or unreadable one is an AmodalkitError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise AmodalkitError(missing or f"{what} does not exist", path) from exc
+    except (OSError, ValueError) as exc:
+        raise AmodalkitError(f"not a readable {what} ({exc})", path) from exc
+
+
 def remove_stale_temps(folder: str | Path) -> int:
     """Delete temporary files left in `folder` by dead runs (or by this process); return how many.
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -132,3 +133,31 @@ def set_deterministic(enabled: bool) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True)
+
+
+def is_cuda(device: str | torch.device) -> bool:
+    """Whether `device` is a CUDA device."""
+    return torch.device(device).type == "cuda"
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
+    """Autocast dtype for inference on `device`: bf16 on CUDA where supported, else fp16; None off CUDA."""
+    if not is_cuda(device):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def inference_autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for an inference forward on `device` (CUDA only; a no-op elsewhere)."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return autocast_for(torch.device(device), "bf16" if dtype == torch.bfloat16 else "fp16")
+
+
+def to_device(array: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Host data on `device`, same dtype: through pinned memory and a non-blocking copy when it is CUDA."""
+    x = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
+    if is_cuda(device) and x.device.type == "cpu":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)

@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from amodalkit.device import to_device
 from amodalkit.errors import AmodalkitError
 from amodalkit.ops.crops import crop_maps, crop_matrices
-from amodalkit.ops.device import to_device
 from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
 CLIP_FIELDS = ("frames", "visible_ids", "presence", "flow", "flow_backward")

@@ -37,9 +37,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from amodalkit.datasets.clips import CropBox, boxes_from_extents, visible_pixel_counts
+from amodalkit.device import to_device
 from amodalkit.errors import AmodalkitError
 from amodalkit.ops.crops import crop_maps, crop_matrices
-from amodalkit.ops.device import to_device
 from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
 

@@ -29,7 +29,6 @@ skipped (they have no area, and pycocotools would read a 4-number polygon as a b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-from amodalkit.atomic import write_json
+from amodalkit.atomic import read_json, write_json
 from amodalkit.errors import AmodalkitError
 from amodalkit.masks import rle_decode
 from amodalkit.shards import Video
@@ -240,12 +239,7 @@ def parse_annotation(raw: dict, version: str, source: str) -> KinsAnnotation:
 def load_kins(path: str | Path, categories: Collection[int] | None = None) -> KinsFile:
     """Load and validate a KINS JSON of either release (auto-detected); keep only `categories`."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise AmodalkitError("KINS JSON does not exist", path) from exc
-    except (OSError, ValueError) as exc:
-        raise AmodalkitError(f"not a readable JSON file ({exc})", path) from exc
+    data = read_json(path, "JSON file", missing="KINS JSON does not exist")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise AmodalkitError("not a COCO-style KINS file (needs 'images' and 'annotations' lists)", path)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from amodalkit.atomic import atomic_path, write_json
+from amodalkit.atomic import atomic_path, read_json, write_json
 from amodalkit.errors import AmodalkitError
 
 COMMIT = "commit.json"
@@ -188,12 +188,7 @@ def resumed_model_config(out: Path, model_name: str, config_class: Any, model_co
     cfg_path = out / "config.json"
     if not (out / "last.state.pt").is_file() and not (out / COMMIT).is_file():
         raise AmodalkitError("nothing to resume: no last.state.pt in the run folder", out)
-    try:
-        saved = json.loads(cfg_path.read_text())
-    except FileNotFoundError as exc:
-        raise AmodalkitError("nothing to resume: the run folder has no config.json", cfg_path) from exc
-    except (OSError, ValueError) as exc:
-        raise AmodalkitError(f"not a readable run config ({exc})", cfg_path) from exc
+    saved = read_json(cfg_path, "run config", missing="nothing to resume: the run folder has no config.json")
     if not isinstance(saved, dict) or not isinstance(saved.get("model_config"), dict):
         raise AmodalkitError("malformed run config: expected a JSON object with a 'model_config' object",
                              cfg_path)

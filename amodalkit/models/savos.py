@@ -42,10 +42,10 @@ from amodalkit.checkpoint import (
     save_checkpoint,
 )
 from amodalkit.datasets.clips import ClipCrop, video_clip_batch
+from amodalkit.device import inference_autocast, is_cuda, to_device
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.base import AmodalMethod
 from amodalkit.ops.crops import paste_clips
-from amodalkit.ops.device import inference_autocast, is_cuda, to_device
 from amodalkit.ops.masks import keep_on_occluders
 from amodalkit.shards import Video
 

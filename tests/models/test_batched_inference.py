@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from amodalkit import device as device_ops
 from amodalkit.datasets.clips import CropBox, build_clip, collate_clips, video_clip_batch
 from amodalkit.datasets.frame_crops import crop_object_frame, video_frame_crop_batch
 from amodalkit.evaluate import evaluate_method
@@ -17,7 +18,6 @@ from amodalkit.models.baselines.deocclusion import DeocclusionConfig, Deocclusio
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.reference import framewise_per_object, savos_per_object
 from amodalkit.models.savos import SavosConfig, SavosMethod, SavosNet, TTAConfig, adapt
-from amodalkit.ops import device as device_ops
 from amodalkit.ops.crops import crop_maps, crop_matrices, paste_clips, paste_maps, paste_matrices
 from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
