@@ -19,8 +19,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _hold(folder: Path) -> None:
     """Check and lock output `folder` for the rest of the command; clean its dead runs' temporary files."""
-    from amodalkit.atomic import output_lock, remove_stale_temps
-    from amodalkit.paths import check_writable
+    from amodalkit.io.atomic import output_lock, remove_stale_temps
+    from amodalkit.io.paths import check_writable
 
     check_writable(folder, "output folder", folder=True)
     click.get_current_context().with_resource(output_lock(folder))
@@ -38,8 +38,8 @@ def cli() -> None:
 @click.option("--json", "json_out", is_flag=True, help="Print the summaries as JSON.")
 def info(shards: tuple[str, ...], json_out: bool) -> None:
     """Validate shards and print what they hold (exit 2 on an invalid shard)."""
-    from amodalkit.shards import expand_shard_paths
-    from amodalkit.summary import format_summary, summarize_shard
+    from amodalkit.evaluation.shard_stats import format_summary, summarize_shard
+    from amodalkit.io.shards import expand_shard_paths
 
     summaries = [summarize_shard(p) for p in expand_shard_paths(shards)]
     if json_out:
@@ -128,11 +128,11 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
              tta_lr: float, tta_chunk: int, occlusion_range: tuple[float, float] | None, k: int | None,
              bidirectional: bool, quiet: bool) -> None:
     """Score a method with the paper's frame- and object-level full/occluded mIoU."""
-    from amodalkit.atomic import write_json
-    from amodalkit.evaluate import evaluate_method, format_table
+    from amodalkit.evaluation.evaluate import evaluate_method, format_table
+    from amodalkit.io.atomic import write_json
+    from amodalkit.io.paths import check_writable, refuse_overwrite
+    from amodalkit.io.shards import expand_shard_paths
     from amodalkit.models.registry import build_method
-    from amodalkit.paths import check_writable, refuse_overwrite
-    from amodalkit.shards import expand_shard_paths
 
     if (method is None) == (model is None):
         raise AmodalkitError("give either --method NAME (e.g. convex) or --model NAME --checkpoint FILE")
@@ -249,8 +249,8 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     """
     from amodalkit.device import dist_info
     from amodalkit.engine import TrainConfig, build_framewise_config, train_model
+    from amodalkit.io.paths import expand_inputs, refuse_overwrite
     from amodalkit.models.savos import build_config
-    from amodalkit.paths import expand_inputs, refuse_overwrite
 
     refuse_overwrite({"--out": out}, expand_inputs([*data, *val]), output_folders=True)
     if dist_info().main:
@@ -287,10 +287,10 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
 def show(shard: str, video_index: int, out: Path, method: str | None, model: str | None,
          checkpoint: str | None, n_frames: int, scale: int) -> None:
     """Draw a video: visible masks, amodal ground-truth and optionally predictions (--method, --model)."""
-    from amodalkit.evaluate import predict_binary
+    from amodalkit.evaluation.evaluate import predict_binary
+    from amodalkit.io.paths import check_writable, refuse_overwrite
+    from amodalkit.io.shards import ShardReader
     from amodalkit.models.registry import build_method
-    from amodalkit.paths import check_writable, refuse_overwrite
-    from amodalkit.shards import ShardReader
     from amodalkit.viz import save_video_picture
 
     if n_frames < 1 or scale < 1:
@@ -333,14 +333,14 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
          frames_glob: str | None, out_dir: Path | None, fmt: str, inspect_files: tuple[str, ...],
          quiet: bool) -> None:
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
-    from amodalkit.paths import check_writable
-    from amodalkit.preprocess.flow import (
+    from amodalkit.io.paths import check_writable
+    from amodalkit.io.shards import expand_shard_paths
+    from amodalkit.preprocess.flow.backends import (
         describe_flow_file,
         fill_shards_flow,
         get_flow_backend,
         write_folder_flow,
     )
-    from amodalkit.shards import expand_shard_paths
 
     if inspect_files:
         for f in inspect_files:
@@ -417,7 +417,7 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
     """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
     import glob
 
-    from amodalkit.paths import check_writable, refuse_overwrite
+    from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.preprocess.tracks import build_tracks_shard, list_frame_files
 
     check_writable(out, "--out shard")
@@ -484,7 +484,7 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     """
     from amodalkit.datasets import kins_video
     from amodalkit.datasets.kins_video import BuildConfig, build_kins_video, format_summary
-    from amodalkit.paths import refuse_overwrite
+    from amodalkit.io.paths import refuse_overwrite
 
     written = (kins_video.RECORD_FILE, kins_video.REPORT_FILE, kins_video.SPLIT_FILE, kins_video.SUMMARY_FILE)
     refuse_overwrite([("--out", out_dir / name) for name in written], [*kins_json, checkpoint])
@@ -521,7 +521,7 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
     `amodalkit evaluate ... --occlusion-range 0.1 0.7`.
     """
     from amodalkit.datasets.fishbowl import import_fishbowl
-    from amodalkit.paths import refuse_overwrite
+    from amodalkit.io.paths import refuse_overwrite
 
     refuse_overwrite({"--out": out_dir}, [src], output_folders=True)
     _hold(out_dir)
@@ -541,9 +541,9 @@ def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred
                     quiet: bool) -> None:
     """Write the scored ground truth (and a method's predictions) of SHARDS as COCO-style amodal JSON."""
     from amodalkit.datasets.kins import export_coco
+    from amodalkit.io.paths import check_writable, refuse_overwrite
+    from amodalkit.io.shards import expand_shard_paths
     from amodalkit.models.registry import build_method
-    from amodalkit.paths import check_writable, refuse_overwrite
-    from amodalkit.shards import expand_shard_paths
 
     m = build_method(method) if method is not None else None
     if m is not None and pred_out is None:
@@ -592,8 +592,8 @@ def benchmark(data: Path, out: Path, methods: str, device: str, seed: int, epoch
     within an hour; --ablations adds five SaVos trainings of the same budget. Rows
     already in OUT/methods/ are skipped on a rerun and interrupted trainings resume.
     """
-    from amodalkit.benchmark import make_config, run_benchmark
-    from amodalkit.paths import refuse_overwrite
+    from amodalkit.io.paths import refuse_overwrite
+    from amodalkit.tables.benchmark import make_config, run_benchmark
 
     refuse_overwrite({"--out": out}, [data], output_folders=True)
     _hold(out)

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from amodalkit.atomic import atomic_path
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import atomic_path
 
 MAX_PICTURE_SIDE = 65535
 MAX_PICTURE_PIXELS = 1 << 28

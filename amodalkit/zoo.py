@@ -22,9 +22,9 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
-from amodalkit.atomic import remove_stale_temps, temp_path_for
 from amodalkit.errors import AmodalkitError
-from amodalkit.paths import resolve_inside, safe_name
+from amodalkit.io.atomic import remove_stale_temps, temp_path_for
+from amodalkit.io.paths import resolve_inside, safe_name
 
 REPO_ZOO = Path(__file__).resolve().parents[1] / "zoo"
 CHUNK = 1 << 16

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
-from amodalkit.preprocess.flow import DIS_PRESETS, DISBackend, end_point_error
-from amodalkit.preprocess.flownet2 import FlowNet2, estimate_flow, for_inference
+from amodalkit.preprocess.flow.backends import DIS_PRESETS, DISBackend, end_point_error
+from amodalkit.preprocess.flow.flownet2 import FlowNet2, estimate_flow, for_inference
 
 KITTI_SIZE = (375, 1242)
 SHIFT = (-5, 3)

@@ -175,7 +175,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import ptlflow
 
-    from amodalkit.preprocess.flownet2 import FlowNet2, load_flownet2
+    from amodalkit.preprocess.flow.flownet2 import FlowNet2, load_flownet2
 
     torch.set_grad_enabled(False)
     omp = os.environ.get("OMP_NUM_THREADS", "unset")

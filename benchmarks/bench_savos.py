@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from amodalkit.data.clips import ClipConfig, ObjectClips
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
-from amodalkit.datasets.clips import ClipConfig, ObjectClips
 from amodalkit.models.savos import SavosConfig, SavosNet, count_parameters, savos_loss
 
 CONFIGS = {
@@ -29,7 +29,7 @@ CONFIGS = {
 
 
 def synthetic_batch(cfg: SavosConfig, b: int, t: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random clips with the layout of :mod:`amodalkit.datasets.clips`: (B, ..., T, h, w)."""
+    """Random clips with the layout of :mod:`amodalkit.data.clips`: (B, ..., T, h, w)."""
     g = torch.Generator().manual_seed(seed)
     h, w = cfg.crop_size
     return {"image": torch.rand(b, 3, t, h, w, generator=g),

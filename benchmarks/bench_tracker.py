@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
+from amodalkit.io.shards import Video
 from amodalkit.preprocess.tracks import Instance, link_tracks, score_linking
-from amodalkit.shards import Video
 
 KITTI_SIZE = (375, 1242)
 
@@ -38,7 +38,7 @@ def shuffled(visible: np.ndarray, seed: int) -> list[list[Instance]]:
 def dis_flow(video: Video) -> np.ndarray | None:
     """DIS forward flow of the video's frames, or None where the flow module is absent."""
     try:
-        from amodalkit.preprocess.flow import get_flow_backend
+        from amodalkit.preprocess.flow.backends import get_flow_backend
     except ImportError:
         return None
     return get_flow_backend("dis").compute(video.frames)

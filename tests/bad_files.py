@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from amodalkit.shards import SCHEMA_NAME, SCHEMA_VERSION
+from amodalkit.io.shards import SCHEMA_NAME, SCHEMA_VERSION
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -14,7 +14,7 @@ import torch
 from bad_files import declared_shard, forged_png, raw_checkpoint, snapshot
 from cli_helpers import assert_one_line_error, run
 
-from amodalkit.shards import ShardReader, write_shard
+from amodalkit.io.shards import ShardReader, write_shard
 
 ZOO = "zoo:savos-chewing-gum"
 
@@ -177,7 +177,7 @@ def test_bad_checkpoints(cg_savos: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_info_counts_only_videos_with_flow_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from amodalkit.shards import Video
+    from amodalkit.io.shards import Video
 
     t, h, w = 1, 6, 7
     video = Video(name="still", frames=np.zeros((t, h, w, 3), np.uint8),

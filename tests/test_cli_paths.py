@@ -20,7 +20,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run
 from local_server import serve
 
-from amodalkit.atomic import LOCK_NAME, pid_alive
+from amodalkit.io.atomic import LOCK_NAME, pid_alive
 
 PAYLOAD = b"weights" * 1000
 GEN = ["gen-chewing-gum", "--preset", "savos2022", "--train", "1", "--val", "0", "--test", "0", "--quiet"]
@@ -166,12 +166,12 @@ def test_evaluate_json_over_an_input_shard(shard: Path, tmp_path: Path,
 def test_evaluate_checks_the_json_location_before_scoring(shard: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import amodalkit.evaluate
+    import amodalkit.evaluation.evaluate
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("scored before checking --json")
 
-    monkeypatch.setattr(amodalkit.evaluate, "evaluate_method", never)
+    monkeypatch.setattr(amodalkit.evaluation.evaluate, "evaluate_method", never)
     afile = tmp_path / "afile"
     afile.write_text("x")
     for target in (afile / "m.json", tmp_path):

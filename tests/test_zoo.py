@@ -184,8 +184,8 @@ def test_shipped_savos_model_reproduces_its_registered_numbers(monkeypatch: pyte
     import torch
 
     from amodalkit.datasets.chewing_gum import generate_dataset, make_config
-    from amodalkit.evaluate import evaluate_method
-    from amodalkit.shards import expand_shard_paths
+    from amodalkit.evaluation.evaluate import evaluate_method
+    from amodalkit.io.shards import expand_shard_paths
 
     monkeypatch.delenv("AMODALKIT_ZOO_REGISTRY", raising=False)
     monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "cache"))

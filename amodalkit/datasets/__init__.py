@@ -1,1 +1,1 @@
-"""Dataset generators and readers that write or read amodalkit shards."""
+"""Raw sources to shards: Chewing Gum generator, KITTI raw and KINS, KINS-Video-Car, FISHBOWL."""

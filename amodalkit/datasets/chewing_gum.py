@@ -29,10 +29,10 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from amodalkit.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.errors import AmodalkitError
-from amodalkit.masks import circle_polygon, never_visible_pixels, rasterize_polygon
-from amodalkit.shards import ShardReader, Video, write_shard
+from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
+from amodalkit.io.shards import ShardReader, Video, write_shard
+from amodalkit.ops.masks import circle_polygon, never_visible_pixels, rasterize_polygon
 
 SPLITS = ("train", "val", "test")
 SPLIT_KEYS = {name: i for i, name in enumerate(SPLITS)}

@@ -49,12 +49,12 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from amodalkit.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import check_size, imread
-from amodalkit.masks import occlusion_rates, rle_decode
-from amodalkit.paths import resolve_inside
-from amodalkit.shards import ShardReader, Video, write_shard
+from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
+from amodalkit.io.images import check_size, imread
+from amodalkit.io.paths import resolve_inside
+from amodalkit.io.shards import ShardReader, Video, write_shard
+from amodalkit.ops.masks import occlusion_rates, rle_decode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RECORD_FILE = "fishbowl.json"

@@ -38,10 +38,10 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-from amodalkit.atomic import read_json, write_json
 from amodalkit.errors import AmodalkitError
-from amodalkit.masks import rle_decode
-from amodalkit.shards import Video
+from amodalkit.io.atomic import read_json, write_json
+from amodalkit.io.shards import Video
+from amodalkit.ops.masks import rle_decode
 
 if TYPE_CHECKING:
     from amodalkit.models.base import AmodalMethod
@@ -182,7 +182,7 @@ def decode_polygons(polygons: Polygons, height: int, width: int, where: str = ""
 
 
 def decode_rle(rle: dict, height: int, width: int, where: str = "") -> np.ndarray:
-    """Decode a COCO RLE of an image of the given size (:func:`amodalkit.masks.rle_decode`): (H, W) bool."""
+    """A COCO RLE of an image of the given size as (H, W) bool (:func:`amodalkit.ops.masks.rle_decode`)."""
     try:
         return rle_decode(rle, (height, width))
     except AmodalkitError as exc:
@@ -296,8 +296,8 @@ def export_coco(paths: Sequence[Path], out: str | Path, method: AmodalMethod | N
     prediction united with the visible mask, ``score`` 1) for the same object-frames, each
     carrying the ``annotation_id`` it predicts. Returns counts.
     """
-    from amodalkit.evaluate import predict_binary, scored_object_frames
-    from amodalkit.shards import ShardReader
+    from amodalkit.evaluation.evaluate import predict_binary, scored_object_frames
+    from amodalkit.io.shards import ShardReader
 
     images: list[dict] = []
     annotations: list[dict] = []

@@ -49,13 +49,13 @@ from joblib import Parallel, delayed, parallel_config
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from amodalkit.atomic import claim_output_dir, remove_stale_temps, write_json
 from amodalkit.datasets.kins import CAR, CATEGORIES, KinsAnnotation, KinsFile, load_kins
 from amodalkit.datasets.kitti import KittiRaw, match_images, object_image_index
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import header_size
-from amodalkit.paths import check_relative
-from amodalkit.shards import ShardReader, Video, write_shard
+from amodalkit.io.atomic import claim_output_dir, remove_stale_temps, write_json
+from amodalkit.io.images import header_size
+from amodalkit.io.paths import check_relative
+from amodalkit.io.shards import ShardReader, Video, write_shard
 
 DEFAULT_CONTEXT = 10
 MAX_SEGMENT = 64
@@ -316,7 +316,7 @@ def _label_clip(video: Video, t0: int, af: AnnotatedFrame, cfg: BuildConfig,
 
 def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     """Read, track, flow and label every clip of one drive, one video at a time."""
-    from amodalkit.preprocess.flow import get_flow_backend
+    from amodalkit.preprocess.flow.backends import get_flow_backend
     from amodalkit.preprocess.tracks import tracks_to_video
 
     cfg = task.config

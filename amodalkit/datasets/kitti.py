@@ -51,7 +51,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import imread
+from amodalkit.io.images import imread
 
 CAMERA = "image_02"
 DRIVE_RE = re.compile(r"^(\d{4}_\d{2}_\d{2})_drive_(\d{4})_sync$")

@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from amodalkit.checkpoint import load_state_strict
+from amodalkit.io.checkpoint import load_state_strict
 
 if TYPE_CHECKING:
     from amodalkit.engine.trainer import TrainConfig, Trainer

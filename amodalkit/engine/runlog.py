@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from amodalkit.atomic import atomic_path, read_json, write_json
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import atomic_path, read_json, write_json
 
 COMMIT = "commit.json"
 STAGE = ".commit"

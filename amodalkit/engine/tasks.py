@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from amodalkit.datasets.clips import ClipConfig, ObjectClips, collate_clips
-from amodalkit.datasets.frame_crops import FrameCropConfig, FrameCrops
+from amodalkit.data.clips import ClipConfig, ObjectClips, collate_clips
+from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.device import DistInfo
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.baselines import deocclusion, unet

@@ -28,8 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from amodalkit.atomic import remove_stale_temps
-from amodalkit.checkpoint import load_state_strict, read_checkpoint
 from amodalkit.device import (
     PRECISIONS,
     accumulator_dtype,
@@ -49,6 +47,8 @@ from amodalkit.engine import runlog
 from amodalkit.engine.hooks import Hook, LRSchedule, ProgressLog, StepCap, WeightAverage
 from amodalkit.engine.tasks import StepContext, TrainTask, make_task
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import remove_stale_temps
+from amodalkit.io.checkpoint import load_state_strict, read_checkpoint
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from amodalkit.shards import Video
+from amodalkit.io.shards import Video
 
 
 class AmodalMethod(ABC):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amodalkit.datasets.clips import ClipCrop, CropBox, build_clip, collate_clips, visible_pixel_counts
-from amodalkit.datasets.frame_crops import crop_object_frame
+from amodalkit.data.clips import ClipCrop, CropBox, build_clip, collate_clips, visible_pixel_counts
+from amodalkit.data.frame_crops import crop_object_frame
+from amodalkit.io.shards import Video
 from amodalkit.models.baselines.framewise import FramewiseMethod
 from amodalkit.models.savos import SavosMethod
-from amodalkit.shards import Video
 
 
 def occluders_only(out: np.ndarray, video: Video) -> np.ndarray:

@@ -50,7 +50,7 @@ def build_method(name: str, **kwargs: object) -> AmodalMethod:
 
 def method_from_checkpoint(path: str | Path, device: str = "cpu") -> AmodalMethod:
     """Rebuild the trained method a checkpoint holds (its ``model`` field picks the class)."""
-    from amodalkit.checkpoint import read_checkpoint
+    from amodalkit.io.checkpoint import read_checkpoint
 
     ck = read_checkpoint(path)
     if ck.model == "savos":

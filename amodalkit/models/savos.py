@@ -1,6 +1,6 @@
 """SaVos (§3, §E.1): self-supervised amodal video object segmentation.
 
-Per object clip (see :mod:`amodalkit.datasets.clips`), for each direction of time:
+Per object clip (see :mod:`amodalkit.data.clips`), for each direction of time:
 
 * spatiotemporal embedding: h_t = LSTM(Enc([I_t, ΔV_t, V_t])) (eqs. 9-10);
 * amodal completor: [M̃_t, α_t] = DeConv_a([h_t, CNN_a(V_t)]) (eq. 11), M̃_t through a sigmoid,
@@ -34,20 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amodalkit.checkpoint import (
+from amodalkit.data.clips import ClipCrop, video_clip_batch
+from amodalkit.device import inference_autocast, is_cuda, to_device
+from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import (
     Checkpoint,
     build_checked,
     config_from_dict,
     read_checkpoint,
     save_checkpoint,
 )
-from amodalkit.datasets.clips import ClipCrop, video_clip_batch
-from amodalkit.device import inference_autocast, is_cuda, to_device
-from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.ops.crops import paste_clips
-from amodalkit.ops.masks import keep_on_occluders
-from amodalkit.shards import Video
+from amodalkit.ops.crops import keep_on_occluders, paste_clips
 
 MODEL_NAME = "savos"
 EPS = 1e-6
@@ -68,7 +67,7 @@ class SavosConfig:
     channel count; smaller crops make the network shallower. Square crops (an extension for
     square objects) replace the (3,4)/(1,2) layer by a 3x3 stride-1 one. ``crop_mode`` picks
     one box per clip (``clip``) or a box that follows the object (``track``, see
-    :class:`amodalkit.datasets.clips.ClipCrop`); ``clip_len`` 0 trains on whole videos.
+    :class:`amodalkit.data.clips.ClipCrop`); ``clip_len`` 0 trains on whole videos.
     """
 
     crop_size: tuple[int, int] = (64, 128)
@@ -374,7 +373,7 @@ class SavosNet(nn.Module):
         return torch.stack(completions, 1), torch.stack(alphas, 1), torch.stack(moved, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Both directions and their blend for a batch of clips (layout of :mod:`amodalkit.datasets.clips`).
+        """Both directions and their blend for a batch of clips (layout of :mod:`amodalkit.data.clips`).
 
         Returns ``prediction`` (B, T, h, w), the amodal probability of every frame (the
         blend of the warped predictions; a frame no direction warps to falls back to the

@@ -1,6 +1,6 @@
 """Batched crop and paste-back on any device: each box's resampling as two small matrices.
 
-:meth:`amodalkit.datasets.clips.CropBox.crop` (bilinear, antialiased when the box is
+:meth:`amodalkit.data.clips.CropBox.crop` (bilinear, antialiased when the box is
 taller than the crop, zero outside the frame) and :meth:`CropBox.paste_back` (bilinear,
 zero outside the box) are separable linear maps. For N boxes of any sizes they are
 therefore ``crop = Gy^T @ x @ Gx`` and ``paste = Py @ p @ Px^T``, with one (frame side x
@@ -108,3 +108,14 @@ def paste_clips(pred: torch.Tensor, boxes: torch.Tensor, objects: torch.Tensor, 
         total.index_add_(0, rows[r], paste_maps(flat[r], py[r], px[r])[:, 0])
     count.index_add_(0, rows, torch.ones_like(rows, dtype=count.dtype))
     return (total / count.clamp(min=1)[:, None, None]).reshape(shape)
+
+
+def keep_on_occluders(pred: torch.Tensor, visible_ids: torch.Tensor) -> torch.Tensor:
+    """The official evaluation's rule: (K, T, H, W) prediction, (T, H, W) id map -> (K, T, H, W) float32.
+
+    The prediction is kept only on pixels covered by the *other* objects' visible masks, the
+    only place a hidden part can be; elsewhere the output is the object's own visible mask.
+    """
+    ids = visible_ids[None]
+    obj = torch.arange(1, pred.shape[0] + 1, device=pred.device, dtype=ids.dtype)[:, None, None, None]
+    return torch.where((ids != 0) & (ids != obj), pred.float(), (ids == obj).float())

@@ -40,9 +40,9 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import check_size, header_size, imread, natural_key
-from amodalkit.masks import bbox, decode_compressed_rle
-from amodalkit.shards import Video, write_shard
+from amodalkit.io.images import check_size, header_size, imread, natural_key
+from amodalkit.io.shards import Video, write_shard
+from amodalkit.ops.masks import bbox, decode_compressed_rle
 
 ID_DIVISOR = 1000
 IGNORE_CLASS = 10
@@ -585,7 +585,7 @@ def frame_numbers_from_names(paths: Sequence[Path]) -> list[int]:
 def _compute_flow(frames: np.ndarray, backend_name: str,
                   quiet: bool) -> tuple[np.ndarray, np.ndarray, object]:
     """Forward and backward flow (T-1, H, W, 2) float32 of frames, and the backend that made them."""
-    from amodalkit.preprocess.flow import get_flow_backend
+    from amodalkit.preprocess.flow.backends import get_flow_backend
 
     backend = get_flow_backend(backend_name)
     with tqdm(total=2 * max(len(frames) - 1, 0), desc=f"flow {backend_name}", unit="pair",

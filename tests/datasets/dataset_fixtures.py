@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from amodalkit.masks import rle_encode
+from amodalkit.ops.masks import rle_encode
 
 H, W, N_FRAMES = 40, 120, 12
 DRIVES = [

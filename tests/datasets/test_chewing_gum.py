@@ -12,8 +12,8 @@ import pytest
 
 from amodalkit.datasets import chewing_gum as cg
 from amodalkit.errors import AmodalkitError
-from amodalkit.masks import never_visible_pixels
-from amodalkit.shards import ShardReader
+from amodalkit.io.shards import ShardReader
+from amodalkit.ops.masks import never_visible_pixels
 
 
 def savos_video(i: int):

@@ -10,10 +10,10 @@ from dataset_fixtures import FB_H, FB_T, FB_W, FishbowlRelease, fish_frames, fis
 from amodalkit.cli import main
 from amodalkit.datasets.fishbowl import find_samples, import_fishbowl, occlusion_range_filter, read_sample
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluate import evaluate_method, scored_object_frames
-from amodalkit.masks import occlusion_rates
+from amodalkit.evaluation.evaluate import evaluate_method, scored_object_frames
+from amodalkit.io.shards import ShardReader
 from amodalkit.models.registry import build_method
-from amodalkit.shards import ShardReader
+from amodalkit.ops.masks import occlusion_rates
 
 
 def test_generator_layout(fishbowl_release: FishbowlRelease) -> None:
@@ -94,7 +94,7 @@ def test_bad_inputs(tmp_path: Path, fishbowl_release: FishbowlRelease) -> None:
 
 
 def _short_rle() -> dict:
-    from amodalkit.masks import rle_encode
+    from amodalkit.ops.masks import rle_encode
 
     return {"size": [FB_H, FB_W], "counts": rle_encode(np.zeros((FB_H, FB_W - 1), bool))["counts"]}
 

@@ -23,7 +23,7 @@ from amodalkit.datasets.kins_video import (
     run_tasks,
 )
 from amodalkit.errors import AmodalkitError
-from amodalkit.shards import ShardReader, iter_videos
+from amodalkit.io.shards import ShardReader, iter_videos
 
 
 def build_args(world: KittiWorld, out: Path, *extra: str) -> list[str]:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run
 
-from amodalkit.checkpoint import read_checkpoint
 from amodalkit.engine import TrainConfig, train_model
 from amodalkit.engine.runlog import COMMIT, STAGE, STATE
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.savos import SavosConfig
 
 TINY = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)

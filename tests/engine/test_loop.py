@@ -14,11 +14,11 @@ import torch
 from cli_helpers import assert_one_line_error, run
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from amodalkit.checkpoint import read_checkpoint
 from amodalkit.device import DistInfo, accumulator_dtype, all_reduce_sum, resolve_device
 from amodalkit.engine import TimeBudget, TrainConfig, Trainer, make_task, train_model
 from amodalkit.engine.hooks import WeightAverage
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig
 from amodalkit.models.baselines.unet import UNet, UNetConfig
 from amodalkit.models.savos import SavosConfig

@@ -27,8 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from amodalkit.masks import rle_encode
-from amodalkit.shards import REQUIRED_FIELDS, ShardReader, Video, validate_video, write_shard
+from amodalkit.io.shards import REQUIRED_FIELDS, ShardReader, Video, validate_video, write_shard
+from amodalkit.ops.masks import rle_encode
 
 H, W = 40, 120
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "zoo" / "registry.json"
@@ -130,7 +130,7 @@ def _shard_mutation(valid: bytes, work: Path) -> st.SearchStrategy[bytes]:
 
 
 def read_shard(path: Path) -> None:
-    from amodalkit.summary import summarize_shard
+    from amodalkit.evaluation.shard_stats import summarize_shard
 
     with ShardReader(path) as r:
         for i in range(len(r)):
@@ -148,7 +148,7 @@ def test_shard_reader(work: Path, valid_shard: Path, data: st.DataObject) -> Non
 
 
 def read_flow_file(path: Path) -> None:
-    from amodalkit.flowio import read_flow
+    from amodalkit.io.flowio import read_flow
 
     flow, valid = read_flow(path)
     assert flow.ndim == 3 and flow.shape[2] == 2 and valid.shape == flow.shape[:2]
@@ -188,7 +188,7 @@ def test_flo_reader(work: Path, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def kitti_png(work: Path) -> Path:
-    from amodalkit.flowio import write_kitti_png
+    from amodalkit.io.flowio import write_kitti_png
 
     return write_kitti_png(work / "k.png", FLO_VALUES)
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from amodalkit.masks import convex_hull_mask
+from amodalkit.io.shards import ShardReader
 from amodalkit.models.registry import build_method
-from amodalkit.shards import ShardReader
+from amodalkit.ops.masks import convex_hull_mask
 
 
 def test_convex_predicts_hull_of_visible(cg_savos) -> None:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from amodalkit.checkpoint import FORMAT, read_checkpoint
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import FORMAT, read_checkpoint
+from amodalkit.io.shards import ShardReader
 from amodalkit.models.registry import build_method, method_from_checkpoint
 from amodalkit.models.savos import (
     ABLATIONS,
@@ -29,7 +30,6 @@ from amodalkit.models.savos import (
     savos_loss,
     soft_iou,
 )
-from amodalkit.shards import ShardReader
 
 TINY = {"crop_size": (16, 32), "channels": (8, 8, 8, 16), "hidden": 16}
 

@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluate import evaluate_method
+from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.io.shards import ShardReader, expand_shard_paths
 from amodalkit.models.baselines.temporal import aggregate_window, splat_mask
 from amodalkit.models.registry import build_method
-from amodalkit.shards import ShardReader, expand_shard_paths
 
 
 @given(arrays(bool, (7, 9)))

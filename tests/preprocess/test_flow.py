@@ -10,8 +10,9 @@ from cli_helpers import assert_one_line_error, run
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
-from amodalkit.flowio import read_flo, read_kitti_png, write_flo
-from amodalkit.preprocess.flow import (
+from amodalkit.io.flowio import read_flo, read_kitti_png, write_flo
+from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,
     FlowBackend,
@@ -20,7 +21,6 @@ from amodalkit.preprocess.flow import (
     get_flow_backend,
     list_frames,
 )
-from amodalkit.shards import ShardReader, write_shard
 
 
 @pytest.fixture(scope="module")

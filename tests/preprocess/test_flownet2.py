@@ -10,8 +10,9 @@ from torch import nn
 from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
-from amodalkit.preprocess.flow import get_flow_backend
-from amodalkit.preprocess.flownet2 import (
+from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.preprocess.flow.backends import get_flow_backend
+from amodalkit.preprocess.flow.flownet2 import (
     SUBNETS,
     FlowNet2,
     channel_norm,
@@ -21,7 +22,6 @@ from amodalkit.preprocess.flownet2 import (
     official_state_dict_keys,
     resample2d,
 )
-from amodalkit.shards import ShardReader, write_shard
 
 # Facts read off NVIDIA/flownet2-pytorch (models.py, networks/*.py), independent of our code.
 OFFICIAL_PARAMETER_COUNT = 162_518_834

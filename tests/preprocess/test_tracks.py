@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ from pycocotools import mask as coco_mask
 from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import ShardReader, write_shard
 from amodalkit.preprocess.tracks import (
     Instance,
     build_tracks_shard,
@@ -28,7 +28,6 @@ from amodalkit.preprocess.tracks import (
     score_linking,
     tracks_to_video,
 )
-from amodalkit.shards import ShardReader, write_shard
 
 H, W, T = 24, 32, 6
 CAR_A, CAR_B, PED, IGNORE = 1001, 1002, 2001, 10000
@@ -298,7 +297,6 @@ def test_cli_builtin_tracker_on_pngs(tmp_path: Path, capsys) -> None:
     assert score_linking(gt, linked).identity_switches == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("amodalkit.preprocess.flow") is None, reason="no flow module")
 def test_cli_flow_dis_is_stored(tmp_path: Path, mots_txt: Path, capsys) -> None:
     frames = write_frames(tmp_path / "f")
     out = tmp_path / "flow.h5"

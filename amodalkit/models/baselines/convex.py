@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from amodalkit.masks import convex_hull_mask
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.shards import Video
+from amodalkit.ops.masks import convex_hull_mask
 
 
 class ConvexHull(AmodalMethod):

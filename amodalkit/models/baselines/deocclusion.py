@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from amodalkit.checkpoint import Checkpoint
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import Checkpoint
 from amodalkit.models.baselines import framewise
 from amodalkit.models.baselines.framewise import FramewiseConfig, FramewiseMethod, FramewiseNet
 

@@ -5,7 +5,7 @@ small U-Net on one object-frame crop at a time (no time): input the object's vis
 the occluder mask (the other objects' visible masks) and optionally the image patch, output
 the amodal mask logit. They differ only in how they are trained. At inference every
 object-frame with visible pixels of several videos is cropped on the device
-(:func:`amodalkit.datasets.frame_crops.video_frame_crop_batch`), predicted in one batch and
+(:func:`amodalkit.data.frame_crops.video_frame_crop_batch`), predicted in one batch and
 pasted back to full resolution on the device.
 """
 
@@ -23,20 +23,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from amodalkit.checkpoint import (
+from amodalkit.data.frame_crops import video_frame_crop_batch
+from amodalkit.device import inference_autocast, is_cuda, to_device
+from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import (
     Checkpoint,
     build_checked,
     config_from_dict,
     read_checkpoint,
     save_checkpoint,
 )
-from amodalkit.datasets.frame_crops import video_frame_crop_batch
-from amodalkit.device import inference_autocast, is_cuda, to_device
-from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.ops.crops import paste_clips
-from amodalkit.ops.masks import keep_on_occluders
-from amodalkit.shards import Video
+from amodalkit.ops.crops import keep_on_occluders, paste_clips
 
 MAX_CROP_SIDE = 1024
 MAX_CHANNELS = 4096

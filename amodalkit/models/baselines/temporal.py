@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.shards import Video
 
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from amodalkit.checkpoint import Checkpoint
+from amodalkit.io.checkpoint import Checkpoint
 from amodalkit.models.baselines import framewise
 from amodalkit.models.baselines.framewise import FramewiseConfig, FramewiseMethod, FramewiseNet
 

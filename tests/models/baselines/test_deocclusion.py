@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import ShardReader
 from amodalkit.models.baselines.deocclusion import (
     DeocclusionConfig,
     DeocclusionMethod,
@@ -18,7 +19,6 @@ from amodalkit.models.baselines.deocclusion import (
 )
 from amodalkit.models.baselines.framewise import inference_copy, save_framewise
 from amodalkit.models.registry import build_method, method_from_checkpoint
-from amodalkit.shards import ShardReader
 
 TINY = DeocclusionConfig(crop_size=(16, 16), channels=(4, 8, 8))
 

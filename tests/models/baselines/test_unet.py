@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amodalkit.checkpoint import save_checkpoint
-from amodalkit.datasets.frame_crops import FrameCropConfig, FrameCrops
+from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import save_checkpoint
+from amodalkit.io.shards import ShardReader
 from amodalkit.models.baselines.framewise import save_framewise
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod, unet_loss
 from amodalkit.models.registry import build_method, method_from_checkpoint
-from amodalkit.shards import ShardReader
 
 TINY = UNetConfig(crop_size=(16, 16), channels=(4, 8, 8))
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run
 
-from amodalkit.checkpoint import read_checkpoint
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
 from amodalkit.engine import TrainConfig, build_framewise_config, train_model
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluate import evaluate_method
+from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.io.checkpoint import read_checkpoint
+from amodalkit.io.shards import ShardReader, expand_shard_paths, write_shard
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.registry import build_method, method_from_checkpoint
-from amodalkit.shards import ShardReader, expand_shard_paths, write_shard
 
 TINY = DeocclusionConfig(crop_size=(16, 16), channels=(4, 8, 8))
 

@@ -8,12 +8,12 @@ import torch
 from cli_helpers import assert_one_line_error, run
 from PIL import Image
 
-import amodalkit.benchmark as benchmark
-from amodalkit.benchmark import ABLATIONS, TrainBudget, make_config, parse_epochs, run_benchmark
-from amodalkit.checkpoint import read_checkpoint
+import amodalkit.tables.benchmark as benchmark
 from amodalkit.cli import main
 from amodalkit.engine import TimeBudget, Trainer
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import read_checkpoint
+from amodalkit.tables.benchmark import ABLATIONS, TrainBudget, make_config, parse_epochs, run_benchmark
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
               "crop_mode": "track"}

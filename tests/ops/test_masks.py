@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from shapely.geometry import Polygon
 
-from amodalkit.masks import (
+from amodalkit.ops.masks import (
     bbox,
     circle_polygon,
     convex_hull_mask,

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from amodalkit.checkpoint import read_checkpoint
 from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
 from amodalkit.engine import TrainConfig, train_model
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluate import evaluate_method
+from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.io.checkpoint import read_checkpoint
+from amodalkit.io.shards import expand_shard_paths
 from amodalkit.models.registry import build_method, method_from_checkpoint
 from amodalkit.models.savos import SavosConfig
-from amodalkit.shards import expand_shard_paths
 
 TINY = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)
 TINY_ARGS = ["--crop", "16x32", "--channels", "8,8,8,16", "--hidden", "16", "--clip-len", "10"]

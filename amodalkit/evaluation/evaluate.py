@@ -9,9 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.metrics import MetricAccumulator, score_video
+from amodalkit.evaluation.metrics import MetricAccumulator, score_video
+from amodalkit.io.shards import ShardReader, Video, iter_videos
 from amodalkit.models.base import AmodalMethod
-from amodalkit.shards import ShardReader, Video, iter_videos
 
 GT_FIELDS = ("amodal", "amodal_annotated")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.shards import (
+from amodalkit.io.shards import (
     SCHEMA_VERSION,
     ShardReader,
     Video,

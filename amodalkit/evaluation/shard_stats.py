@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amodalkit.masks import never_visible_pixels, occlusion_rates
-from amodalkit.shards import ShardReader
+from amodalkit.io.shards import ShardReader
+from amodalkit.ops.masks import never_visible_pixels, occlusion_rates
 
 
 def summarize_shard(path: str | Path) -> dict:

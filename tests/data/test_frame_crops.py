@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amodalkit.datasets.clips import CropBox
-from amodalkit.datasets.frame_crops import FrameCropConfig, FrameCrops, crop_object_frame
+from amodalkit.data.clips import CropBox
+from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops, crop_object_frame
 from amodalkit.errors import AmodalkitError
-from amodalkit.metrics import iou
-from amodalkit.shards import ShardReader, write_shard
+from amodalkit.evaluation.metrics import iou
+from amodalkit.io.shards import ShardReader, write_shard
 
 
 def _reference_crop(frame: np.ndarray, ids: np.ndarray, obj: int, amodal: np.ndarray,

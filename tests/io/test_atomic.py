@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from amodalkit.atomic import (
+from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import (
     LOCK_NAME,
     output_lock,
     pid_alive,
@@ -19,8 +20,7 @@ from amodalkit.atomic import (
     temp_owner,
     temp_path_for,
 )
-from amodalkit.errors import AmodalkitError
-from amodalkit.shards import expand_shard_paths
+from amodalkit.io.shards import expand_shard_paths
 
 
 def dead_pid() -> int:
@@ -38,7 +38,7 @@ def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
     out = tmp_path / "out"
     code = textwrap.dedent(f"""
         import sys
-        from amodalkit.atomic import output_lock
+        from amodalkit.io.atomic import output_lock
         with output_lock({str(out)!r}):
             print("ready", flush=True)
             sys.stdin.read()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.paths import check_relative, check_writable, refuse_overwrite, resolve_inside, safe_name
+from amodalkit.io.paths import check_relative, check_writable, refuse_overwrite, resolve_inside, safe_name
 
 
 @pytest.mark.parametrize("relative", ["/etc/passwd", "../x", "a/../../x", "a/..", "..\\x", "C:\\x", "\\x",

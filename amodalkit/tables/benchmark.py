@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from amodalkit.atomic import atomic_path, claim_output_dir, remove_stale_temps, write_json
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluate import evaluate_method, predict_binary
+from amodalkit.evaluation.evaluate import evaluate_method, predict_binary
+from amodalkit.io.atomic import atomic_path, claim_output_dir, remove_stale_temps, write_json
+from amodalkit.io.shards import ShardReader, Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.shards import ShardReader, Video
 
 METHOD_NAMES = ("convex", "temporal", "deocclusion", "savos", "unet")
 TRAINED = ("deocclusion", "savos", "unet")

@@ -25,7 +25,7 @@ always whole. Only this module calls ``create_dataset``.
 Reading validates before allocating: attribute types (``schema_version`` and ``n_videos``
 integers, ``provenance`` a JSON object, ``flow_backend`` a string), that ``/videos`` and
 each video are groups and each field a dataset, the shapes and dtypes above, frame sizes
-within :mod:`amodalkit.images`' limits, and that the bytes each dataset declares are held
+within :mod:`amodalkit.io.images`' limits, and that the bytes each dataset declares are held
 by the file (contiguous data in full; gzip chunks at most deflate's 1032:1 ratio; no
 virtual or external storage). Values are checked as they are read: ``visible_ids`` may
 not name an object the video lacks and flow must be finite.
@@ -43,9 +43,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from amodalkit.atomic import atomic_path, is_hidden_or_temp
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import check_size
+from amodalkit.io.atomic import atomic_path, is_hidden_or_temp
+from amodalkit.io.images import check_size
 
 SCHEMA_NAME = "amodalkit-shard"
 SCHEMA_VERSION = 1

@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from amodalkit.atomic import atomic_path, write_json
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import atomic_path, write_json
 
 C = TypeVar("C")
 M = TypeVar("M", bound=torch.nn.Module)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from amodalkit.atomic import TMP_MARK, atomic_path, write_json
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.atomic import TMP_MARK, atomic_path, write_json
 
 
 def test_json_output_error_names_the_target(tmp_path: Path) -> None:

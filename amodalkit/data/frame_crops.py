@@ -5,7 +5,7 @@ pixels. The box is :meth:`CropBox.around` the object's visible mask in that fram
 by ``enlarge`` and resampled to ``crop_size`` (32x32 by default); the same crop is used at
 inference (:func:`crop_object_frame`), and :meth:`CropBox.paste_back` inverts it.
 
-The shards (see :mod:`amodalkit.shards`) are given as files, folders or globs::
+The shards (see :mod:`amodalkit.io.shards`) are given as files, folders or globs::
 
     DIR/
       train-00000.h5      /videos/<name>/{frames, visible_ids, presence, amodal, amodal_annotated, ...}
@@ -36,11 +36,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from amodalkit.datasets.clips import CropBox, boxes_from_extents, visible_pixel_counts
+from amodalkit.data.clips import CropBox, boxes_from_extents, visible_pixel_counts
 from amodalkit.device import to_device
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
 from amodalkit.ops.crops import crop_maps, crop_matrices
-from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amodalkit.evaluate import evaluate_method
+from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.io.shards import Video, expand_shard_paths
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.registry import build_method
-from amodalkit.shards import Video, expand_shard_paths
 
 
 class Oracle(AmodalMethod):

@@ -5,7 +5,7 @@ Backends (``get_flow_backend(name, checkpoint, device)``):
 * ``dis`` (default): OpenCV's DIS optical flow with its documented ``MEDIUM`` preset (the
   one with variational refinement; ``dis:fast`` and ``dis:ultrafast`` pick the others).
   Needs no weights; runs on the grayscale frames.
-* ``flownet2``: FlowNet2 in plain PyTorch (:mod:`amodalkit.preprocess.flownet2`), from the
+* ``flownet2``: FlowNet2 in plain PyTorch (:mod:`amodalkit.preprocess.flow.flownet2`), from the
   official ``FlowNet2_checkpoint.pth.tar`` the user brings (``checkpoint``).
 * ``ptlflow:NAME``: any model of the optional ``ptlflow`` package (``pip install ptlflow``),
   with ``checkpoint`` a ptlflow checkpoint name (e.g. ``things``) or file.
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from amodalkit.atomic import output_lock, remove_stale_temps
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import imread, natural_key
-from amodalkit.paths import refuse_overwrite
+from amodalkit.io.atomic import output_lock, remove_stale_temps
+from amodalkit.io.images import imread, natural_key
+from amodalkit.io.paths import refuse_overwrite
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +136,7 @@ class FlowNet2Backend(_TorchBackend):
     name = "flownet2"
 
     def __init__(self, checkpoint: str | Path | None, device: str = "cpu") -> None:
-        from amodalkit.preprocess.flownet2 import load_flownet2
+        from amodalkit.preprocess.flow.flownet2 import load_flownet2
 
         if checkpoint is None:
             raise AmodalkitError("the flownet2 backend needs --checkpoint FlowNet2_checkpoint.pth.tar "
@@ -148,7 +148,7 @@ class FlowNet2Backend(_TorchBackend):
     def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         import torch
 
-        from amodalkit.preprocess.flownet2 import estimate_flow
+        from amodalkit.preprocess.flow.flownet2 import estimate_flow
 
         with torch.inference_mode():
             flow = estimate_flow(self.model, self._to_tensor(first), self._to_tensor(second))
@@ -235,7 +235,7 @@ def _to_float16(flow: np.ndarray) -> np.ndarray:
 
 def count_flow_pairs(paths: Sequence[Path]) -> int:
     """How many frame pairs (forward + backward) filling these shards computes."""
-    from amodalkit.shards import ShardReader
+    from amodalkit.io.shards import ShardReader
 
     total = 0
     for p in paths:
@@ -246,7 +246,7 @@ def count_flow_pairs(paths: Sequence[Path]) -> int:
 
 def shard_has_flow(path: Path, backend: FlowBackend) -> bool:
     """True when every video of the shard already holds both flows from this very backend."""
-    from amodalkit.shards import ShardReader
+    from amodalkit.io.shards import ShardReader
 
     with ShardReader(path) as r:
         done = all(r.meta(i)["flow_backend"] == backend.name
@@ -257,7 +257,7 @@ def shard_has_flow(path: Path, backend: FlowBackend) -> bool:
 def fill_shard_flow(path: str | Path, backend: FlowBackend, batch_size: int = 1,
                     progress: Progress = None) -> Path:
     """Compute forward and backward flow (float16) of every video and rewrite the shard atomically."""
-    from amodalkit.shards import Video, update_shard
+    from amodalkit.io.shards import Video, update_shard
 
     def transform(video: Video) -> Video:
         fwd = backend.compute(video.frames, batch_size, progress)
@@ -330,7 +330,7 @@ def write_folder_flow(pattern: str, out_dir: str | Path, backend: FlowBackend, f
 
 def _write_pairs(frames: list[Path], outs: list[Path], backend: FlowBackend, fmt: str, batch_size: int,
                  progress: Progress) -> None:
-    from amodalkit.flowio import write_flo, write_kitti_png
+    from amodalkit.io.flowio import write_flo, write_kitti_png
 
     writer = write_flo if fmt == "flo" else write_kitti_png
     cache: dict[Path, np.ndarray] = {}
@@ -356,7 +356,7 @@ def _write_pairs(frames: list[Path], outs: list[Path], backend: FlowBackend, fmt
 
 def describe_flow_file(path: str | Path) -> str:
     """One line about a ``.flo`` / KITTI ``.png`` flow file: size, valid share, magnitude."""
-    from amodalkit.flowio import read_flow
+    from amodalkit.io.flowio import read_flow
 
     flow, valid = read_flow(path)
     mag = np.linalg.norm(flow[valid], axis=-1) if valid.any() else np.zeros(1)

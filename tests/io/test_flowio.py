@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.flowio import (
+from amodalkit.io.flowio import (
     encode_kitti,
     read_flo,
     read_flow,

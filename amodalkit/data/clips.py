@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from amodalkit.device import to_device
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
 from amodalkit.ops.crops import crop_maps, crop_matrices
-from amodalkit.shards import ShardReader, Video, expand_shard_paths
 
 CLIP_FIELDS = ("frames", "visible_ids", "presence", "flow", "flow_backward")
 
@@ -440,7 +440,7 @@ def collate_clips(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.T
 class ObjectClips(Dataset):
     """Object-centric clips over every video of a set of shards.
 
-    The shards are amodalkit HDF5 files (see :mod:`amodalkit.shards`), given as paths,
+    The shards are amodalkit HDF5 files (see :mod:`amodalkit.io.shards`), given as paths,
     folders or globs, e.g. ``DIR/train-*.h5``; every video needs ``flow`` (``flow_backward``
     is used when present). One item per (video, object, clip start) whose object has
     visible pixels somewhere in the clip.

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amodalkit.datasets.clips import (
+from amodalkit.data.clips import (
     ClipConfig,
     ClipCrop,
     CropBox,
@@ -17,8 +17,8 @@ from amodalkit.datasets.clips import (
     visible_pixel_counts,
 )
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.shards import Video, write_shard
 from amodalkit.models.savos import forward_warp
-from amodalkit.shards import Video, write_shard
 
 
 def _square_video(t: int = 6, h: int = 24, w: int = 40, hidden_from: int = 3) -> Video:

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from amodalkit.atomic import atomic_path
 from amodalkit.errors import AmodalkitError
-from amodalkit.images import check_size, imread
+from amodalkit.io.atomic import atomic_path
+from amodalkit.io.images import check_size, imread
 
 if TYPE_CHECKING:
     import torch

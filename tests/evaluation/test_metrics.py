@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amodalkit.metrics import MetricAccumulator, iou, score_video
+from amodalkit.evaluation.metrics import MetricAccumulator, iou, score_video
 
 pairs = st.tuples(st.integers(1, 12), st.integers(1, 12)).flatmap(
     lambda s: st.tuples(arrays(bool, s), arrays(bool, s)))

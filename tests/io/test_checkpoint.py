@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from amodalkit.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 
 
 def test_round_trip_with_sidecar(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_config_is_compared_with_the_weights_before_the_model_is_built(tmp_path:
 
     from bad_files import raw_checkpoint
 
-    from amodalkit.checkpoint import build_checked
+    from amodalkit.io.checkpoint import build_checked
 
     path = raw_checkpoint(tmp_path / "m.safetensors", {})
     state = read_checkpoint(path).state_dict

@@ -1,0 +1,1 @@
+"""Scoring predictions: the metrics, evaluation over shards, COCO export and shard statistics."""
