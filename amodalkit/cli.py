@@ -150,7 +150,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
     else:
         tta_config = None
         if tta:
-            from amodalkit.models.savos import TTAConfig
+            from amodalkit.models.savos.tta import TTAConfig
 
             tta_config = TTAConfig(max_iters=tta_max_iters, lr=tta_lr, chunk_size=tta_chunk)
         m = _trained_method(model, checkpoint, device, quiet)
@@ -250,7 +250,7 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     from amodalkit.device import dist_info
     from amodalkit.engine import TrainConfig, build_framewise_config, train_model
     from amodalkit.io.paths import expand_inputs, refuse_overwrite
-    from amodalkit.models.savos import build_config
+    from amodalkit.models.savos.config import build_config
 
     refuse_overwrite({"--out": out}, expand_inputs([*data, *val]), output_folders=True)
     if dist_info().main:
@@ -335,12 +335,8 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
     from amodalkit.io.paths import check_writable
     from amodalkit.io.shards import expand_shard_paths
-    from amodalkit.preprocess.flow.backends import (
-        describe_flow_file,
-        fill_shards_flow,
-        get_flow_backend,
-        write_folder_flow,
-    )
+    from amodalkit.preprocess.flow.backends import get_flow_backend
+    from amodalkit.preprocess.flow.stage import describe_flow_file, fill_shards_flow, write_folder_flow
 
     if inspect_files:
         for f in inspect_files:
@@ -418,7 +414,7 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
     import glob
 
     from amodalkit.io.paths import check_writable, refuse_overwrite
-    from amodalkit.preprocess.tracks import build_tracks_shard, list_frame_files
+    from amodalkit.preprocess.tracks.build import build_tracks_shard, list_frame_files
 
     check_writable(out, "--out shard")
     sources = [str(Path(glob.escape(s)) / "*.png") if Path(s).is_dir() else s for s in (mots, masks) if s]
@@ -540,7 +536,7 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
 def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred_out: Path | None,
                     quiet: bool) -> None:
     """Write the scored ground truth (and a method's predictions) of SHARDS as COCO-style amodal JSON."""
-    from amodalkit.datasets.kins import export_coco
+    from amodalkit.evaluation.coco import export_coco
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shards import expand_shard_paths
     from amodalkit.models.registry import build_method

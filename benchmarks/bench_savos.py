@@ -20,7 +20,10 @@ import torch
 
 from amodalkit.data.clips import ClipConfig, ObjectClips
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
-from amodalkit.models.savos import SavosConfig, SavosNet, count_parameters, savos_loss
+from amodalkit.models.base import count_parameters
+from amodalkit.models.savos.config import SavosConfig
+from amodalkit.models.savos.loss import savos_loss
+from amodalkit.models.savos.net import SavosNet
 
 CONFIGS = {
     "paper": SavosConfig.paper,

@@ -22,7 +22,9 @@ import numpy as np
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.io.shards import Video
-from amodalkit.preprocess.tracks import Instance, link_tracks, score_linking
+from amodalkit.preprocess.tracks.formats import Instance
+from amodalkit.preprocess.tracks.scores import score_linking
+from amodalkit.preprocess.tracks.tracker import link_tracks
 
 KITTI_SIZE = (375, 1242)
 

@@ -141,13 +141,14 @@ def test_the_same_shard_twice_is_scored_once(cg_savos: Path, tmp_path: Path,
 
 
 def _savos_config(**change: object) -> dict:
-    from amodalkit.models.savos import SavosConfig
+    from amodalkit.models.savos.config import SavosConfig
 
     return {**asdict(SavosConfig(crop_size=(8, 8), channels=(4, 4, 4), hidden=8)), **change}
 
 
 def _nan_checkpoint(path: Path) -> Path:
-    from amodalkit.models.savos import SavosConfig, SavosNet, save_savos
+    from amodalkit.models.savos.config import SavosConfig
+    from amodalkit.models.savos.net import SavosNet, save_savos
 
     net = SavosNet(SavosConfig(crop_size=(8, 8), channels=(4, 4, 4), hidden=8))
     with torch.no_grad():

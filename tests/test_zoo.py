@@ -140,7 +140,8 @@ def test_load_and_evaluate_a_shipped_savos_model(tmp_path: Path, monkeypatch: py
     import torch
 
     from amodalkit.cli import main
-    from amodalkit.models.savos import SavosConfig, SavosNet, save_savos
+    from amodalkit.models.savos.config import SavosConfig
+    from amodalkit.models.savos.net import SavosNet, save_savos
 
     torch.manual_seed(0)
     weights = save_savos(tmp_path / "tiny.safetensors", SavosNet(SavosConfig.small(hidden=16)), half=True)

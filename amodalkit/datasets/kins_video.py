@@ -55,7 +55,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps, write_json
 from amodalkit.io.images import header_size
 from amodalkit.io.paths import check_relative
-from amodalkit.io.shards import ShardReader, Video, write_shard
+from amodalkit.io.shards import ShardReader, Video, flow_for_storage, write_shard
 
 DEFAULT_CONTEXT = 10
 MAX_SEGMENT = 64
@@ -247,16 +247,15 @@ def _flow16(backend: object, first: np.ndarray, second: np.ndarray) -> np.ndarra
     """Flow of frame pairs in small chunks, stored as float16: (N, H, W, 2)."""
     n, h, w = first.shape[:3]
     out = np.zeros((n, h, w, 2), np.float16)
-    limit = float(np.finfo(np.float16).max)
     for a in range(0, n, FLOW_CHUNK):
         b = min(a + FLOW_CHUNK, n)
-        out[a:b] = np.clip(backend.compute_pairs(first[a:b], second[a:b]), -limit, limit)
+        out[a:b] = flow_for_storage(backend.compute_pairs(first[a:b], second[a:b]))
     return out
 
 
 def _read_drive_tracks(spec: TracksSpec, drive: str, frames: set[int],
                        size: tuple[int, int] | None = None) -> list:
-    from amodalkit.preprocess.tracks import read_tracks
+    from amodalkit.preprocess.tracks.formats import read_tracks
 
     path = spec.file_for(drive)
     if not path.is_file():
@@ -268,7 +267,7 @@ def _read_drive_tracks(spec: TracksSpec, drive: str, frames: set[int],
 
 def _segment_instances(spec: TracksSpec, instances: list, seg: list[int], flow: np.ndarray) -> list:
     """Instances per segment position: read tracks, or per-frame masks linked by the built-in tracker."""
-    from amodalkit.preprocess.tracks import TrackerConfig, link_tracks
+    from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks
 
     per_frame = [instances[n] if n < len(instances) else [] for n in seg]
     if spec.kind == "pointtrack":
@@ -317,7 +316,7 @@ def _label_clip(video: Video, t0: int, af: AnnotatedFrame, cfg: BuildConfig,
 def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     """Read, track, flow and label every clip of one drive, one video at a time."""
     from amodalkit.preprocess.flow.backends import get_flow_backend
-    from amodalkit.preprocess.tracks import tracks_to_video
+    from amodalkit.preprocess.tracks.build import tracks_to_video
 
     cfg = task.config
     spec = parse_tracks_spec(cfg.tracks)

@@ -21,14 +21,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from amodalkit.data.clips import ClipConfig, ObjectClips, collate_clips
+from amodalkit.data.clips import ClipConfig, ObjectClips
 from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.device import DistInfo
 from amodalkit.errors import AmodalkitError
 from amodalkit.models.baselines import deocclusion, unet
 from amodalkit.models.baselines.framewise import FramewiseConfig, FramewiseNet, save_framewise
-from amodalkit.models.savos import MODEL_NAME as SAVOS
-from amodalkit.models.savos import SavosConfig, SavosNet, save_savos, savos_loss
+from amodalkit.models.savos.config import MODEL_NAME as SAVOS
+from amodalkit.models.savos.config import SavosConfig
+from amodalkit.models.savos.loss import savos_loss
+from amodalkit.models.savos.net import SavosNet, save_savos
+from amodalkit.ops.clip_cut import collate_clips
 
 if TYPE_CHECKING:
     from amodalkit.engine.trainer import TrainConfig

@@ -109,6 +109,14 @@ class Video:
         return new
 
 
+FLOW_STORAGE_MAX = float(np.finfo(np.float16).max)
+
+
+def flow_for_storage(flow: np.ndarray) -> np.ndarray:
+    """Flow as shards store it: float16, clipped to its finite range (T-1, H, W, 2)."""
+    return np.clip(flow, -FLOW_STORAGE_MAX, FLOW_STORAGE_MAX).astype(np.float16)
+
+
 def _expected_shapes(v: Video) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
     t, h, w = v.visible_ids.shape if v.visible_ids.ndim == 3 else (-1, -1, -1)
     k = v.presence.shape[0] if v.presence.ndim == 2 else -1

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from amodalkit.io.shards import Video
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class AmodalMethod(ABC):
@@ -30,3 +34,8 @@ class AmodalMethod(ABC):
     def describe(self) -> dict:
         """Settings that identify this method in a results file."""
         return {"method": self.name}
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters of a network."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

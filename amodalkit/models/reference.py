@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amodalkit.data.clips import ClipCrop, CropBox, build_clip, collate_clips, visible_pixel_counts
-from amodalkit.data.frame_crops import crop_object_frame
 from amodalkit.io.shards import Video
 from amodalkit.models.baselines.framewise import FramewiseMethod
-from amodalkit.models.savos import SavosMethod
+from amodalkit.models.savos.method import SavosMethod
+from amodalkit.ops.boxes import ClipCrop, CropBox, visible_pixel_counts
+from amodalkit.ops.clip_cut import build_clip, collate_clips
+from amodalkit.ops.frame_cut import crop_object_frame
 
 
 def occluders_only(out: np.ndarray, video: Video) -> np.ndarray:

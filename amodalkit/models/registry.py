@@ -13,7 +13,7 @@ from amodalkit.models.baselines.temporal import TemporalAggregation
 
 def _savos(**kwargs: object) -> AmodalMethod:
     """SaVos, imported lazily so torch loads only for the trained methods."""
-    from amodalkit.models.savos import SavosMethod
+    from amodalkit.models.savos.method import SavosMethod
 
     return SavosMethod(**kwargs)
 
@@ -54,7 +54,7 @@ def method_from_checkpoint(path: str | Path, device: str = "cpu") -> AmodalMetho
 
     ck = read_checkpoint(path)
     if ck.model == "savos":
-        from amodalkit.models.savos import method_from_savos_checkpoint
+        from amodalkit.models.savos.method import method_from_savos_checkpoint
 
         return method_from_savos_checkpoint(ck, path, device)
     if ck.model == "deocclusion":

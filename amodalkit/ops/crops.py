@@ -1,6 +1,6 @@
 """Batched crop and paste-back on any device: each box's resampling as two small matrices.
 
-:meth:`amodalkit.data.clips.CropBox.crop` (bilinear, antialiased when the box is
+:meth:`amodalkit.ops.boxes.CropBox.crop` (bilinear, antialiased when the box is
 taller than the crop, zero outside the frame) and :meth:`CropBox.paste_back` (bilinear,
 zero outside the box) are separable linear maps. For N boxes of any sizes they are
 therefore ``crop = Gy^T @ x @ Gx`` and ``paste = Py @ p @ Px^T``, with one (frame side x

@@ -62,7 +62,7 @@ ABLATION_LABELS = {"no_consistency": "w/o consistency loss", "no_bidirectional":
 class TrainBudget:
     """How one trained method is trained: epochs, batch, learning rate and model config overrides.
 
-    ``options`` are :func:`amodalkit.models.savos.build_config` keywords for SaVos and config
+    ``options`` are :func:`amodalkit.models.savos.config.build_config` keywords for SaVos and config
     fields for the per-frame baselines; ``max_steps`` caps the per-frame baselines' optimizer
     steps (0 = no cap; SaVos trains whole epochs).
     """
@@ -276,7 +276,7 @@ def _train_run(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget, model_n
 
 def train_savos(cfg: BenchmarkConfig, run_dir: Path, ablation: str | None = None) -> Path:
     """SaVos (or one of its ablations) with the savos budget; returns the best checkpoint."""
-    from amodalkit.models.savos import build_config
+    from amodalkit.models.savos.config import build_config
 
     budget = cfg.train["savos"]
     model_config = build_config(**{**budget.options, **({ablation: True} if ablation else {})})
@@ -339,7 +339,7 @@ def build_row_method(cfg: BenchmarkConfig, row: Row, checkpoint: str | Path | No
     if method.name != row.method:
         raise AmodalkitError(f"the checkpoint holds a {method.name!r} model, not {row.method!r}", checkpoint)
     if row.tta:
-        from amodalkit.models.savos import TTAConfig
+        from amodalkit.models.savos.tta import TTAConfig
 
         method = method.with_tta(TTAConfig(max_iters=cfg.tta_max_iters))
     return method

@@ -7,18 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amodalkit.data.clips import (
-    ClipConfig,
-    ClipCrop,
-    CropBox,
-    ObjectClips,
-    build_clip,
-    collate_clips,
-    visible_pixel_counts,
-)
+from amodalkit.data.clips import ClipConfig, ObjectClips
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import Video, write_shard
-from amodalkit.models.savos import forward_warp
+from amodalkit.ops.boxes import ClipCrop, CropBox, visible_pixel_counts
+from amodalkit.ops.clip_cut import build_clip, collate_clips
+from amodalkit.ops.warp import forward_warp
 
 
 def _square_video(t: int = 6, h: int = 24, w: int = 40, hidden_from: int = 3) -> Video:

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amodalkit.data.clips import CropBox
-from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops, crop_object_frame
+from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import iou
 from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.ops.boxes import CropBox
+from amodalkit.ops.frame_cut import crop_object_frame
 
 
 def _reference_crop(frame: np.ndarray, ids: np.ndarray, obj: int, amodal: np.ndarray,

@@ -15,7 +15,7 @@ from amodalkit.engine import TrainConfig, train_model
 from amodalkit.engine.runlog import COMMIT, STAGE, STATE
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
-from amodalkit.models.savos import SavosConfig
+from amodalkit.models.savos.config import SavosConfig
 
 TINY = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)
 TINY_ARGS = ["--crop", "16x32", "--channels", "8,8,8,16", "--hidden", "16", "--clip-len", "10"]

@@ -21,7 +21,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig
 from amodalkit.models.baselines.unet import UNet, UNetConfig
-from amodalkit.models.savos import SavosConfig
+from amodalkit.models.savos.config import SavosConfig
 
 SAVOS = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)
 UNET = UNetConfig(crop_size=(16, 16), channels=(4, 8, 8))

@@ -10,7 +10,7 @@ import torch
 
 from amodalkit.engine.runlog import load_resume_state, resumed_model_config
 from amodalkit.errors import AmodalkitError
-from amodalkit.models.savos import SavosConfig
+from amodalkit.models.savos.config import SavosConfig
 
 
 def _state(tmp_path: Path) -> Path:

@@ -17,7 +17,7 @@ from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.io.shards import expand_shard_paths
 from amodalkit.models.registry import build_method, method_from_checkpoint
-from amodalkit.models.savos import SavosConfig
+from amodalkit.models.savos.config import SavosConfig
 
 TINY = SavosConfig(crop_size=(16, 32), channels=(8, 8, 8, 16), hidden=16, clip_len=10)
 TINY_ARGS = ["--crop", "16x32", "--channels", "8,8,8,16", "--hidden", "16", "--clip-len", "10"]

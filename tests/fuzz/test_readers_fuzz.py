@@ -240,7 +240,7 @@ def _mots_mutations() -> st.SearchStrategy[bytes]:
 
 
 def read_tracks_file(path: Path) -> None:
-    from amodalkit.preprocess.tracks import read_pointtrack_txt, read_tracks
+    from amodalkit.preprocess.tracks.formats import read_pointtrack_txt, read_tracks
 
     for size in (None, (H, W)):
         instances, _ = read_tracks(path, "auto", size=size)
@@ -321,7 +321,8 @@ def test_fishbowl_reader(work: Path, fishbowl: FishbowlRelease, data: st.DataObj
 
 
 def _tiny_savos() -> tuple[dict, dict[str, torch.Tensor]]:
-    from amodalkit.models.savos import SavosConfig, SavosNet
+    from amodalkit.models.savos.config import SavosConfig
+    from amodalkit.models.savos.net import SavosNet
 
     net = SavosNet(SavosConfig(crop_size=(8, 8), channels=(4, 4, 4), hidden=8))
     return asdict(net.config), {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -58,7 +58,7 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
 def _small_savos_config() -> dict:
     from dataclasses import asdict
 
-    from amodalkit.models.savos import SavosConfig
+    from amodalkit.models.savos.config import SavosConfig
 
     return asdict(SavosConfig(crop_size=(8, 8), channels=(4, 4, 4), hidden=8))
 

@@ -11,15 +11,19 @@ import pytest
 import torch
 
 from amodalkit import device as device_ops
-from amodalkit.data.clips import CropBox, build_clip, collate_clips, video_clip_batch
-from amodalkit.data.frame_crops import crop_object_frame, video_frame_crop_batch
 from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.reference import framewise_per_object, savos_per_object
-from amodalkit.models.savos import SavosConfig, SavosMethod, SavosNet, TTAConfig, adapt
+from amodalkit.models.savos.config import SavosConfig
+from amodalkit.models.savos.method import SavosMethod
+from amodalkit.models.savos.net import SavosNet
+from amodalkit.models.savos.tta import TTAConfig, adapt
+from amodalkit.ops.boxes import CropBox
+from amodalkit.ops.clip_cut import build_clip, collate_clips, video_clip_batch
 from amodalkit.ops.crops import crop_maps, crop_matrices, paste_clips, paste_maps, paste_matrices
+from amodalkit.ops.frame_cut import crop_object_frame, video_frame_crop_batch
 
 TINY = {"crop_size": (16, 32), "channels": (8, 8, 8, 16), "hidden": 16}
 TRACK = SavosConfig.cpu(channels=(8, 8, 8, 8, 8), hidden=16)

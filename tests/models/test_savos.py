@@ -12,24 +12,14 @@ from safetensors.torch import save_file
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import FORMAT, read_checkpoint
 from amodalkit.io.shards import ShardReader
+from amodalkit.models.base import count_parameters
 from amodalkit.models.registry import build_method, method_from_checkpoint
-from amodalkit.models.savos import (
-    ABLATIONS,
-    SavosConfig,
-    SavosMethod,
-    SavosNet,
-    TTAConfig,
-    adapt,
-    build_config,
-    count_parameters,
-    forward_warp,
-    horizon_mask_loss,
-    load_savos,
-    mean_visible_flow,
-    save_savos,
-    savos_loss,
-    soft_iou,
-)
+from amodalkit.models.savos.config import ABLATIONS, SavosConfig, build_config
+from amodalkit.models.savos.loss import horizon_mask_loss, savos_loss, soft_iou
+from amodalkit.models.savos.method import SavosMethod
+from amodalkit.models.savos.net import SavosNet, load_savos, mean_visible_flow, save_savos
+from amodalkit.models.savos.tta import TTAConfig, adapt
+from amodalkit.ops.warp import forward_warp
 
 TINY = {"crop_size": (16, 32), "channels": (8, 8, 8, 16), "hidden": 16}
 
@@ -310,7 +300,10 @@ def test_tta_adapts_a_copy_and_stops(cg_savos: Path) -> None:
 
 def test_sizes_and_tta_settings_are_bounded() -> None:
     from amodalkit.models.baselines.framewise import FramewiseConfig
-    from amodalkit.models.savos import SavosConfig, SavosMethod, SavosNet, TTAConfig
+    from amodalkit.models.savos.config import SavosConfig
+    from amodalkit.models.savos.method import SavosMethod
+    from amodalkit.models.savos.net import SavosNet
+    from amodalkit.models.savos.tta import TTAConfig
 
     for bad in ({"hidden": 100000}, {"width": 100.0}, {"crop_size": (2048, 2048), "channels": (4,) * 11}):
         with pytest.raises(AmodalkitError, match="at most"):

@@ -17,10 +17,9 @@ from amodalkit.preprocess.flow.backends import (
     DISBackend,
     FlowBackend,
     end_point_error,
-    fill_shard_flow,
     get_flow_backend,
-    list_frames,
 )
+from amodalkit.preprocess.flow.stage import fill_shard_flow, list_frames
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,18 @@ from amodalkit.cli import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import ShardReader, write_shard
-from amodalkit.preprocess.tracks import (
+from amodalkit.ops.masks import decode_compressed_rle
+from amodalkit.preprocess.tracks.build import build_tracks_shard, list_frame_files, tracks_to_video
+from amodalkit.preprocess.tracks.formats import (
     Instance,
-    build_tracks_shard,
-    decode_compressed_rle,
     detect_format,
-    link_tracks,
-    list_frame_files,
     read_mots_pngs,
     read_mots_txt,
     read_pointtrack_txt,
     read_tracks,
-    score_linking,
-    tracks_to_video,
 )
+from amodalkit.preprocess.tracks.scores import score_linking
+from amodalkit.preprocess.tracks.tracker import link_tracks
 
 H, W, T = 24, 32, 6
 CAR_A, CAR_B, PED, IGNORE = 1001, 1002, 2001, 10000

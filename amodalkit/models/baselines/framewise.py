@@ -5,7 +5,7 @@ small U-Net on one object-frame crop at a time (no time): input the object's vis
 the occluder mask (the other objects' visible masks) and optionally the image patch, output
 the amodal mask logit. They differ only in how they are trained. At inference every
 object-frame with visible pixels of several videos is cropped on the device
-(:func:`amodalkit.data.frame_crops.video_frame_crop_batch`), predicted in one batch and
+(:func:`amodalkit.ops.frame_cut.video_frame_crop_batch`), predicted in one batch and
 pasted back to full resolution on the device.
 """
 
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from amodalkit.data.frame_crops import video_frame_crop_batch
 from amodalkit.device import inference_autocast, is_cuda, to_device
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import (
@@ -36,6 +35,7 @@ from amodalkit.io.checkpoint import (
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 from amodalkit.ops.crops import keep_on_occluders, paste_clips
+from amodalkit.ops.frame_cut import video_frame_crop_batch
 
 MAX_CROP_SIDE = 1024
 MAX_CHANNELS = 4096
@@ -155,11 +155,6 @@ def inference_copy(net: FramewiseNet) -> FramewiseNet:
                 block[conv] = fuse_conv_bn_eval(block[conv], block[norm])
                 block[norm] = nn.Identity()
     return net.to_channels_last()
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters of a module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def save_framewise(path: str | Path, model_name: str, net: FramewiseNet, extra: dict | None = None) -> Path:

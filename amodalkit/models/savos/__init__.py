@@ -1,0 +1,1 @@
+"""SaVos (NeurIPS 2022): config, network, losses, test-time adaptation and the inference method."""

@@ -1,0 +1,196 @@
+"""The tracks stage: frames plus tracks (read, or linked by the built-in tracker) into a shard video."""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from amodalkit.errors import AmodalkitError
+from amodalkit.io.images import check_size, header_size, imread, natural_key
+from amodalkit.io.shards import Video, flow_for_storage, write_shard
+from amodalkit.preprocess.tracks.formats import FrameInstances, parse_classes, read_tracks
+from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks
+
+
+def tracks_to_video(name: str, frames: np.ndarray, tracks: FrameInstances,
+                    frame_numbers: Sequence[int] | None = None,
+                    source_frame_ids: Sequence[str] | None = None, provenance: dict | None = None) -> Video:
+    """Build a shard Video from frames (T, H, W, 3) uint8 and instances per frame number.
+
+    frame_numbers[t] is the tracks' frame number of video frame t (default t); instances on
+    other frame numbers are dropped. An object is a distinct (class_id, track_id), ordered by
+    first appearance (frame, then position in that frame's list); object k has id k + 1 in
+    visible_ids, overlaps resolved by the module's rule (first listed wins). presence[k]
+    spans its first to last observed frame (a gap in between is taken as full occlusion).
+    No amodal ground truth: amodal is all zeros and amodal_annotated all False.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise AmodalkitError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+    t_len, h, w = frames.shape[:3]
+    numbers = list(range(t_len)) if frame_numbers is None else [int(n) for n in frame_numbers]
+    if len(numbers) != t_len:
+        raise AmodalkitError(f"{len(numbers)} frame numbers for {t_len} frames")
+    per_frame = [tracks[n] if 0 <= n < len(tracks) else [] for n in numbers]
+    keys: list[tuple[int, int]] = []
+    first: dict[tuple[int, int], tuple[int, int]] = {}
+    for t, insts in enumerate(per_frame):
+        for j, inst in enumerate(insts):
+            if inst.mask.shape != (h, w):
+                raise AmodalkitError(f"frame {numbers[t]}: mask size {inst.mask.shape[0]}x"
+                                     f"{inst.mask.shape[1]} does not match the frames' {h}x{w}")
+            key = (inst.class_id, inst.track_id)
+            if key not in first:
+                first[key] = (t, j)
+                keys.append(key)
+    keys.sort(key=lambda k: first[k])
+    index = {key: k for k, key in enumerate(keys)}
+    n_obj = len(keys)
+    if n_obj >= np.iinfo(np.uint16).max:
+        raise AmodalkitError(f"{n_obj} tracks do not fit a uint16 id map")
+    visible = np.zeros((t_len, h, w), np.uint16)
+    observed = np.zeros((n_obj, t_len), bool)
+    for t, insts in enumerate(per_frame):
+        for inst in reversed(insts):
+            k = index[(inst.class_id, inst.track_id)]
+            visible[t][inst.mask] = k + 1
+            observed[k, t] = True
+    presence = np.zeros_like(observed)
+    for k in range(n_obj):
+        seen = np.flatnonzero(observed[k])
+        presence[k, seen[0]:seen[-1] + 1] = True
+    ids = source_frame_ids if source_frame_ids is not None else [str(n) for n in numbers]
+    return Video(
+        name=name,
+        frames=frames,
+        visible_ids=visible,
+        amodal=np.zeros((n_obj, t_len, h, w), bool),
+        amodal_annotated=np.zeros((n_obj, t_len), bool),
+        presence=presence,
+        track_ids=np.array([k[1] for k in keys], np.int64),
+        source_frame_ids=np.asarray(list(ids), dtype=object),
+        object_class=np.array([k[0] for k in keys], np.int32),
+        provenance=dict(provenance or {}),
+    )
+
+
+def list_frame_files(pattern: str | Path) -> list[Path]:
+    """Frame image files matching a glob, or every PNG of a folder, in natural order."""
+    text = str(pattern)
+    if Path(text).is_dir():
+        paths = sorted(Path(text).glob("*.png"), key=natural_key)
+    else:
+        paths = sorted((Path(p) for p in glob.glob(text)), key=natural_key)
+    if not paths:
+        raise AmodalkitError("no frame images match this pattern", text)
+    return paths
+
+
+def read_frames(paths: Sequence[Path], quiet: bool = True) -> np.ndarray:
+    """Read frame images of one size: (T, H, W, 3) uint8 RGB."""
+    frames: list[np.ndarray] = []
+    for p in tqdm(paths, desc="frames", unit="frame", disable=quiet):
+        img = imread(p, cv2.IMREAD_COLOR)
+        if img is None:
+            raise AmodalkitError("not a readable image", p)
+        if frames and img.shape != frames[0].shape:
+            raise AmodalkitError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame's "
+                                 f"{frames[0].shape[1]}x{frames[0].shape[0]}", p)
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def frame_numbers_from_names(paths: Sequence[Path]) -> list[int]:
+    """Frame numbers from file names like 000123.png; positions 0..T-1 when a name holds no number."""
+    found = [re.fullmatch(r"\D*?(\d+)", p.stem) for p in paths]
+    numbers = [int(m.group(1)) for m in found if m]
+    if len(numbers) == len(paths) and len(set(numbers)) == len(numbers):
+        return numbers
+    return list(range(len(paths)))
+
+
+def _compute_flow(frames: np.ndarray, backend_name: str,
+                  quiet: bool) -> tuple[np.ndarray, np.ndarray, object]:
+    """Forward and backward flow (T-1, H, W, 2) float32 of frames, and the backend that made them."""
+    from amodalkit.preprocess.flow.backends import get_flow_backend
+
+    backend = get_flow_backend(backend_name)
+    with tqdm(total=2 * max(len(frames) - 1, 0), desc=f"flow {backend_name}", unit="pair",
+              disable=quiet) as bar:
+        fwd = backend.compute(frames, progress=bar.update)
+        bwd = backend.compute_backward(frames, progress=bar.update)
+    return fwd, bwd, backend
+
+
+def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | None = None,
+                       masks: str | Path | None = None, fmt: str = "auto",
+                       classes: Iterable[str | int] | None = None, tracker: str | None = None,
+                       flow: str | None = None, iou_threshold: float = 0.3, max_gap: int = 3,
+                       name: str | None = None, quiet: bool = False) -> Video:
+    """Read frames and tracks (or masks to link), build one Video and write it as a shard at `out`.
+
+    `mots` holds tracks (tracker 'file' keeps its ids; 'builtin' re-links them), `masks`
+    per-frame instances whose ids mean nothing (tracker 'builtin'). Frame files named by
+    number (000123.png) pair with the tracks' frame numbers, otherwise by position. With
+    `flow` (a backend name such as ``dis``) the forward and backward flow are computed,
+    stored in the shard, and the forward flow drives the built-in tracker's warping.
+    """
+    if (mots is None) == (masks is None):
+        raise AmodalkitError("give exactly one of --mots (tracks) or --masks (per-frame masks to link)")
+    tracker = tracker or ("builtin" if masks is not None else "file")
+    if tracker not in ("file", "builtin"):
+        raise AmodalkitError(f"unknown tracker {tracker!r}; choose file or builtin")
+    if masks is not None and tracker != "builtin":
+        raise AmodalkitError("--masks needs --tracker builtin (use --mots for files that hold tracks)")
+    source = Path(mots if mots is not None else masks)
+    paths = list_frame_files(frames_pattern)
+    numbers = frame_numbers_from_names(paths)
+    wanted = parse_classes(classes)
+    first = header_size(paths[0])
+    if first is not None:
+        check_size(*first, "frame", paths[0])
+    instances, used_fmt = read_tracks(source, fmt, wanted, frames=set(numbers), size=first)
+    frames = read_frames(paths, quiet)
+    size = frames.shape[1:3]
+    for n, insts in enumerate(instances):
+        for inst in insts:
+            if inst.mask.shape != size:
+                raise AmodalkitError(f"frame {n}: mask size {inst.mask.shape[0]}x{inst.mask.shape[1]} does "
+                                     f"not match the frames' {size[0]}x{size[1]}", source)
+    video_name = name or paths[0].parent.name or "video"
+    if "/" in video_name or video_name in (".", ".."):
+        raise AmodalkitError(f"invalid video name {video_name!r}; pass --name")
+    provenance: dict = {
+        "stage": "tracks",
+        "source": str(source),
+        "format": used_fmt,
+        "frames": frames_pattern,
+        "classes": sorted(wanted) if wanted is not None else "all but ignore",
+        "tracker": tracker,
+    }
+    fwd = bwd = backend = None
+    if flow is not None:
+        fwd, bwd, backend = _compute_flow(frames, flow, quiet)
+    if tracker == "builtin":
+        cfg = TrackerConfig(iou_threshold, max_gap, flow=flow or "none")
+        per_frame = [instances[n] if n < len(instances) else [] for n in numbers]
+        instances = link_tracks(per_frame, fwd, cfg.iou_threshold, cfg.max_gap, cfg.memory,
+                                cfg.precision_threshold, quiet)
+        numbers = list(range(len(numbers)))
+        provenance["tracker_config"] = asdict(cfg)
+    video = tracks_to_video(video_name, frames, instances, numbers,
+                            [f"{p.parent.name}/{p.name}" for p in paths], provenance)
+    root = {"writer": "amodalkit tracks", **provenance}
+    if backend is not None:
+        video = video.evolve(flow=flow_for_storage(fwd), flow_backward=flow_for_storage(bwd),
+                             flow_backend=backend.name)
+        root["flow"] = backend.provenance
+    write_shard(out, [video], root)
+    return video
