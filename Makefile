@@ -26,9 +26,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/amodalkit gen-chewing-gum demo/data --preset savos2022 --train 0 --val 0 --test 200 --seed 0 --jobs 2
 	$(BIN)/amodalkit info demo/data/test-00000.h5
-	$(BIN)/amodalkit evaluate --method convex --data 'demo/data/test-*.h5' --json demo/convex.json
+	$(BIN)/amodalkit evaluate --model convex --data 'demo/data/test-*.h5' --json demo/convex.json
 	$(BIN)/amodalkit evaluate --model zoo:savos-chewing-gum --data 'demo/data/test-*.h5' --json demo/savos.json
-	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --method convex --model zoo:savos-chewing-gum --out demo/methods.png
+	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --model convex --model zoo:savos-chewing-gum --out demo/methods.png
 	$(BIN)/amodalkit show demo/data/test-00000.h5 --video 0 --model zoo:savos-chewing-gum --out demo/savos.gif
 	@echo "demo done: see demo/convex.json, demo/savos.json, demo/methods.png and demo/savos.gif"
 

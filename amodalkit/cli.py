@@ -81,11 +81,23 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
     click.echo(f"{len(paths)} shards in {out_dir} ({counts} videos)")
 
 
-def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool) -> AmodalMethod:
-    """``--model NAME --checkpoint FILE`` or ``--model zoo:NAME`` as a ready method."""
-    from amodalkit.device import resolve_device
-    from amodalkit.models.registry import method_from_checkpoint
+MODEL_HELP = "a registered model (`amodalkit models` lists them) or zoo:NAME"
 
+
+def _one_model(model: str | None, alias: str | None) -> str | None:
+    """``--model``, or its older spelling ``--method`` (kept as an alias for one release)."""
+    if model is not None and alias is not None:
+        raise AmodalkitError("--method is the old spelling of --model; give one of them")
+    return model if model is not None else alias
+
+
+def _model_method(model: str, checkpoint: str | None, device: str, quiet: bool,
+                  options: dict | None = None) -> AmodalMethod:
+    """``--model NAME`` as a method: rule-based with its options, trained from --checkpoint or zoo:NAME."""
+    from amodalkit.device import resolve_device
+    from amodalkit.models.registry import build_method, get_model_spec, method_from_checkpoint
+
+    options = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     if model.startswith("zoo:"):
         from amodalkit.zoo import fetch_weights, get_entry
 
@@ -93,6 +105,18 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
             raise AmodalkitError("--model zoo:NAME brings its own weights; drop --checkpoint")
         checkpoint = str(fetch_weights(model[4:], quiet=quiet))
         model = get_entry(model[4:]).model
+    spec = get_model_spec(model)
+    if not spec.trained:
+        if checkpoint is not None:
+            raise AmodalkitError(f"--model {model} is rule-based: it takes no --checkpoint")
+        try:
+            return build_method(model, **options)
+        except TypeError as exc:
+            flags = ", ".join("--" + k.replace("_", "-") for k in options)
+            raise AmodalkitError(f"{flags}: not an option of --model {model}") from exc
+    if options:
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise AmodalkitError(f"{flags}: options of rule-based models, not of --model {model}")
     if checkpoint is None:
         raise AmodalkitError(f"--model {model} needs --checkpoint FILE (or use --model zoo:NAME)")
     m = method_from_checkpoint(checkpoint, device=str(resolve_device(device)))
@@ -102,9 +126,18 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
 
 
 @cli.command()
-@click.option("--method", default=None, help="Registered method name, e.g. convex.")
-@click.option("--model", default=None,
-              help="A trained model: savos, deocclusion or unet (with --checkpoint), or zoo:NAME.")
+def models() -> None:
+    """List the registered models: name, kind and what each one is."""
+    from amodalkit.models.registry import get_model_spec, list_models
+
+    for name in list_models():
+        spec = get_model_spec(name)
+        click.echo(f"{name:<12} {'trained' if spec.trained else 'rule-based':<10} {spec.summary}")
+
+
+@cli.command()
+@click.option("--model", default=None, help=f"What to score: {MODEL_HELP}; trained ones need --checkpoint.")
+@click.option("--method", default=None, hidden=True, help="Old spelling of --model.")
 @click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
 @click.option("--data", "data", required=True, multiple=True, help="Shard file, folder or glob (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -120,8 +153,8 @@ def _trained_method(model: str, checkpoint: str | None, device: str, quiet: bool
               help="Clips per TTA forward/backward (gradients accumulated over chunks; bounds memory).")
 @click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
-@click.option("--k", "k", type=int, default=None, help="--method temporal: window of k frames (3 or 5).")
-@click.option("--bidirectional", is_flag=True, help="--method temporal: also aggregate backwards in time.")
+@click.option("--k", "k", type=int, default=None, help="--model temporal: window of k frames (3 or 5).")
+@click.option("--bidirectional", is_flag=True, help="--model temporal: also aggregate backwards in time.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
              json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
@@ -132,30 +165,26 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
     from amodalkit.io.atomic import write_json
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shards import expand_shard_paths
-    from amodalkit.models.registry import build_method
 
-    if (method is None) == (model is None):
-        raise AmodalkitError("give either --method NAME (e.g. convex) or --model NAME --checkpoint FILE")
+    model = _one_model(model, method)
+    if model is None:
+        raise AmodalkitError("give --model NAME (e.g. convex, or savos --checkpoint FILE, or zoo:NAME)")
     paths = expand_shard_paths(data)
     if json_path is not None:
         check_writable(json_path, "--json file")
         refuse_overwrite({"--json": json_path}, [*paths, checkpoint])
-    if method is not None:
-        if tta or checkpoint:
-            raise AmodalkitError("--checkpoint and --tta go with --model, not --method")
-        options = {"k": k, "bidirectional": bidirectional} if method == "temporal" else {}
-        if method != "temporal" and (k is not None or bidirectional):
-            raise AmodalkitError("--k and --bidirectional go with --method temporal")
-        m = build_method(method, **{key: v for key, v in options.items() if v is not None})
-    else:
-        tta_config = None
-        if tta:
-            from amodalkit.models.savos.tta import TTAConfig
+    tta_config = None
+    if tta:
+        from amodalkit.models.savos.tta import TTAConfig
 
-            tta_config = TTAConfig(max_iters=tta_max_iters, lr=tta_lr, chunk_size=tta_chunk)
-        m = _trained_method(model, checkpoint, device, quiet)
-        if window is not None:
-            m.window = window
+        tta_config = TTAConfig(max_iters=tta_max_iters, lr=tta_lr, chunk_size=tta_chunk)
+    m = _model_method(model, checkpoint, device, quiet, {"k": k, "bidirectional": bidirectional})
+    if tta and not hasattr(m, "with_tta"):
+        raise AmodalkitError(f"--tta: --model {m.name} has no test-time adaptation")
+    if window is not None:
+        if not hasattr(m, "window"):
+            raise AmodalkitError(f"--window: --model {m.name} predicts frame by frame, without clips")
+        m.window = window
     keep = None
     if occlusion_range:
         from amodalkit.datasets.fishbowl import occlusion_range_filter
@@ -177,8 +206,8 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 
 @cli.command()
 @click.option("--model", default="savos", show_default=True,
-              type=click.Choice(["savos", "deocclusion", "unet"]),
-              help="savos; or a per-frame baseline: deocclusion (self-supervised), unet (amodal labels).")
+              help="A trained model (`amodalkit models`): savos, or a per-frame baseline such as "
+                   "deocclusion (self-supervised) or unet (amodal labels).")
 @click.option("--data", "data", required=True, multiple=True, help="Training shards: file, folder or glob.")
 @click.option("--val", "val", multiple=True,
               help="Validation shards (checkpoint selection; labels read only by --model unet).")
@@ -248,10 +277,13 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     --ema, --max-steps, --precision and torchrun.
     """
     from amodalkit.device import dist_info
-    from amodalkit.engine import TrainConfig, build_framewise_config, train_model
+    from amodalkit.engine import TrainConfig, train_model
     from amodalkit.io.paths import expand_inputs, refuse_overwrite
-    from amodalkit.models.savos.config import build_config
+    from amodalkit.models.registry import get_model_spec
 
+    spec = get_model_spec(model)
+    if not spec.trained:
+        raise AmodalkitError(f"--model {model} is rule-based and has nothing to train")
     refuse_overwrite({"--out": out}, expand_inputs([*data, *val]), output_folders=True)
     if dist_info().main:
         _hold(out)
@@ -262,10 +294,7 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
                       precision=precision, max_steps=max_steps, deterministic=deterministic, resume=resume,
                       quiet=quiet)
     cfg.validate()
-    if model == "savos":
-        model_cfg = build_config(preset, **model_options)
-    else:
-        model_cfg = build_framewise_config(model, preset=preset, clip_stride=clip_stride, **model_options)
+    model_cfg = spec.build_config(preset=preset, clip_stride=clip_stride, **model_options)
     summary = train_model(cfg, model, model_cfg)
     click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
                f"{summary['best_loss']:.4f}); checkpoints in {out}")
@@ -277,26 +306,27 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
               help="Video index in the shard.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="FILE.png (strip of frames) or FILE.gif (animation).")
-@click.option("--method", default=None, help="Also show this registered method's prediction.")
-@click.option("--model", default=None,
-              help="Also show a trained model's prediction: savos, deocclusion or unet (with --checkpoint), "
-                   "or zoo:NAME.")
-@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
+@click.option("--model", "models_", multiple=True,
+              help=f"Also show this model's prediction ({MODEL_HELP}); repeatable.")
+@click.option("--method", "aliases", multiple=True, hidden=True, help="Old spelling of --model.")
+@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the one trained --model NAME.")
 @click.option("--frames", "n_frames", default=8, show_default=True, type=int, help="Frames in a PNG strip.")
 @click.option("--scale", default=4, show_default=True, type=int, help="Pixel magnification.")
-def show(shard: str, video_index: int, out: Path, method: str | None, model: str | None,
+def show(shard: str, video_index: int, out: Path, models_: tuple[str, ...], aliases: tuple[str, ...],
          checkpoint: str | None, n_frames: int, scale: int) -> None:
-    """Draw a video: visible masks, amodal ground-truth and optionally predictions (--method, --model)."""
+    """Draw a video: visible masks, amodal ground-truth and optionally models' predictions (--model)."""
     from amodalkit.evaluation.evaluate import predict_binary
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shards import ShardReader
-    from amodalkit.models.registry import build_method
+    from amodalkit.models.registry import get_model_spec
     from amodalkit.viz import save_video_picture
 
     if n_frames < 1 or scale < 1:
         raise AmodalkitError("--frames and --scale must be at least 1")
-    if checkpoint is not None and model is None:
-        raise AmodalkitError("--checkpoint goes with --model")
+    names = [*aliases, *models_]
+    needing = [n for n in names if not n.startswith("zoo:") and get_model_spec(n).trained]
+    if checkpoint is not None and len(needing) != 1:
+        raise AmodalkitError("--checkpoint goes with exactly one trained --model NAME")
     check_writable(out, "--out picture")
     refuse_overwrite({"--out": out}, [shard, checkpoint])
     with ShardReader(shard) as r:
@@ -304,11 +334,9 @@ def show(shard: str, video_index: int, out: Path, method: str | None, model: str
             raise AmodalkitError(f"--video {video_index} is out of range (shard has {len(r)} videos)", shard)
         video = r.read_video(video_index)
     preds = {}
-    if method is not None:
-        preds[method] = predict_binary(build_method(method), video)
-    if model is not None:
-        trained = _trained_method(model, checkpoint, "auto", quiet=True)
-        preds[model.removeprefix("zoo:")] = predict_binary(trained, video)
+    for name in names:
+        m = _model_method(name, checkpoint if name in needing else None, "auto", quiet=True)
+        preds[name.removeprefix("zoo:")] = predict_binary(m, video)
     amodal = video.amodal if video.amodal_annotated.any() else None
     save_video_picture(out, video.frames, video.visible_masks(), amodal, preds, n_frames, scale)
     click.echo(f"wrote {out}")
@@ -529,21 +557,27 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
 @click.argument("shards", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Ground truth as COCO JSON with KINS field names (segmentation, inmodal_seg, ...).")
-@click.option("--method", default=None, help="Also export this method's predictions (COCO results list).")
+@click.option("--model", default=None,
+              help=f"Also export this model's predictions as a COCO results list ({MODEL_HELP}).")
+@click.option("--method", default=None, hidden=True, help="Old spelling of --model.")
+@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] (trained models).")
 @click.option("--pred-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Predictions file (default: OUT with _METHOD_results.json).")
+              help="Predictions file (default: OUT with _MODEL_results.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def export_coco_cmd(shards: tuple[str, ...], out: Path, method: str | None, pred_out: Path | None,
-                    quiet: bool) -> None:
+def export_coco_cmd(shards: tuple[str, ...], out: Path, model: str | None, method: str | None,
+                    checkpoint: str | None, device: str, pred_out: Path | None, quiet: bool) -> None:
     """Write the scored ground truth (and a method's predictions) of SHARDS as COCO-style amodal JSON."""
     from amodalkit.evaluation.coco import export_coco
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shards import expand_shard_paths
-    from amodalkit.models.registry import build_method
 
-    m = build_method(method) if method is not None else None
+    model = _one_model(model, method)
+    if checkpoint is not None and model is None:
+        raise AmodalkitError("--checkpoint goes with --model")
+    m = _model_method(model, checkpoint, device, quiet) if model is not None else None
     if m is not None and pred_out is None:
-        pred_out = out.with_name(f"{out.stem}_{method}_results.json")
+        pred_out = out.with_name(f"{out.stem}_{model.removeprefix('zoo:')}_results.json")
     paths = expand_shard_paths(shards)
     for target, what in ((out, "--out file"), (pred_out, "--pred-out file")):
         if target is not None:

@@ -19,7 +19,7 @@ def test_gen_evaluate_json_end_to_end(tmp_path: Path, capsys) -> None:
     assert sorted(p.name for p in out.glob("*.h5")) == ["test-00000.h5", "train-00000.h5", "val-00000.h5"]
     assert (out / "chewing_gum.json").exists()
     js = tmp_path / "m.json"
-    code, stdout, _ = run(capsys, "evaluate", "--method", "convex", "--data", str(out / "test-*.h5"),
+    code, stdout, _ = run(capsys, "evaluate", "--model", "convex", "--data", str(out / "test-*.h5"),
                           "--json", str(js), "--quiet")
     assert code == 0
     assert "frame-level mIoU" in stdout
@@ -57,22 +57,22 @@ def test_show_a_trained_model_beside_a_method(cg_savos, tmp_path: Path, capsys) 
     from PIL import Image
 
     shard = str(cg_savos / "test-00000.h5")
-    code, _, err = run(capsys, "show", shard, "--method", "convex", "--out", str(tmp_path / "one.png"))
+    code, _, err = run(capsys, "show", shard, "--model", "convex", "--out", str(tmp_path / "one.png"))
     assert code == 0, err
-    code, _, err = run(capsys, "show", shard, "--method", "convex", "--model", "zoo:savos-chewing-gum",
+    code, _, err = run(capsys, "show", shard, "--model", "convex", "--model", "zoo:savos-chewing-gum",
                        "--out", str(tmp_path / "two.png"))
     assert code == 0, err
     one, two = Image.open(tmp_path / "one.png"), Image.open(tmp_path / "two.png")
     assert one.size[0] == two.size[0] and two.size[1] > one.size[1]
     code, _, err = run(capsys, "show", shard, "--checkpoint", "x.safetensors",
                        "--out", str(tmp_path / "a.png"))
-    assert_one_line_error(code, err, "--checkpoint goes with --model")
+    assert_one_line_error(code, err, "--checkpoint goes with exactly one trained --model")
 
 
 def test_missing_path_errors(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "info", str(tmp_path / "nope.h5"))
     assert_one_line_error(code, err, "nope.h5", "no such file")
-    code, _, err = run(capsys, "evaluate", "--method", "convex", "--data", str(tmp_path / "x-*.h5"))
+    code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", str(tmp_path / "x-*.h5"))
     assert_one_line_error(code, err, "x-*.h5", "no shard matches")
     code, _, err = run(capsys, "show", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "a.png"))
     assert_one_line_error(code, err, "nope.h5", "does not exist")
@@ -84,7 +84,7 @@ def test_invalid_and_truncated_shards(cg_savos, tmp_path: Path, capsys) -> None:
     bad.write_bytes(data[: len(data) // 3])
     code, _, err = run(capsys, "info", str(bad))
     assert_one_line_error(code, err, "bad.h5", "truncated or corrupt")
-    code, _, err = run(capsys, "evaluate", "--method", "convex", "--data", str(bad))
+    code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", str(bad))
     assert_one_line_error(code, err, "bad.h5")
 
 
@@ -95,8 +95,8 @@ def test_invalid_option_values(tmp_path: Path, capsys, cg_savos) -> None:
     assert_one_line_error(code, err, "--jobs")
     code, _, err = run(capsys, "gen-chewing-gum", str(tmp_path / "o"), "--frames", "abc")
     assert_one_line_error(code, err, "--frames")
-    code, _, err = run(capsys, "evaluate", "--method", "nope", "--data", str(cg_savos))
-    assert_one_line_error(code, err, "unknown method 'nope'")
+    code, _, err = run(capsys, "evaluate", "--model", "nope", "--data", str(cg_savos))
+    assert_one_line_error(code, err, "unknown model 'nope'")
     code, _, err = run(capsys, "show", str(cg_savos / "test-00000.h5"), "--video", "99",
                        "--out", str(tmp_path / "a.png"))
     assert_one_line_error(code, err, "out of range")
@@ -131,10 +131,10 @@ def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
 
 def test_evaluate_temporal_options(cg_savos, tmp_path: Path, capsys) -> None:
     js = tmp_path / "t.json"
-    code, _, err = run(capsys, "evaluate", "--method", "temporal", "--k", "5", "--bidirectional", "--data",
+    code, _, err = run(capsys, "evaluate", "--model", "temporal", "--k", "5", "--bidirectional", "--data",
                        str(cg_savos / "test-00000.h5"), "--json", str(js), "--quiet")
     assert code == 0, err
     result = json.loads(js.read_text())
     assert result["k"] == 5 and result["bidirectional"] is True
-    code, _, err = run(capsys, "evaluate", "--method", "convex", "--k", "3", "--data", str(cg_savos))
-    assert_one_line_error(code, err, "--method temporal")
+    code, _, err = run(capsys, "evaluate", "--model", "convex", "--k", "3", "--data", str(cg_savos))
+    assert_one_line_error(code, err, "--k: not an option of --model convex")

@@ -48,7 +48,7 @@ def test_shard_attributes_and_members_of_the_wrong_type(shard: Path, capsys: pyt
     with h5py.File(shard, "a") as f:
         damage(f)
     before = snapshot(shard)
-    for args in (["info", str(shard)], ["evaluate", "--method", "convex", "--data", str(shard)],
+    for args in (["info", str(shard)], ["evaluate", "--model", "convex", "--data", str(shard)],
                  ["show", str(shard), "--out", str(shard.with_suffix(".png"))]):
         code, _, err = run(capsys, *args)
         assert_one_line_error(code, err, str(shard), needle)
@@ -129,11 +129,11 @@ def test_the_same_shard_twice_is_scored_once(cg_savos: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     one, twice = tmp_path / "one.json", tmp_path / "twice.json"
     shard = cg_savos / "test-00000.h5"
-    assert run(capsys, "evaluate", "--method", "convex", "--data", str(shard), "--json", str(one),
+    assert run(capsys, "evaluate", "--model", "convex", "--data", str(shard), "--json", str(one),
                "--quiet")[0] == 0
     link = tmp_path / "alias.h5"
     link.symlink_to(shard)
-    assert run(capsys, "evaluate", "--method", "convex", "--data", str(shard), "--data", str(link),
+    assert run(capsys, "evaluate", "--model", "convex", "--data", str(shard), "--data", str(link),
                "--data", str(cg_savos / "test-0000[0].h5"), "--json", str(twice), "--quiet")[0] == 0
     a, b = json.loads(one.read_text()), json.loads(twice.read_text())
     assert a["n_videos"] == b["n_videos"] == 3 and a["n_object_frames"] == b["n_object_frames"]

@@ -156,7 +156,7 @@ def test_evaluate_json_over_an_input_shard(shard: Path, tmp_path: Path,
     before = tree(tmp_path)
     for data, out in ((str(shard), shard), (str(shard.parent / "*.h5"), shard), (str(shard.parent), shard),
                       (str(shard), link)):
-        code, out_text, err = run(capsys, "evaluate", "--method", "convex", "--data", data, "--json",
+        code, out_text, err = run(capsys, "evaluate", "--model", "convex", "--data", data, "--json",
                                   str(out), "--quiet")
         assert_one_line_error(code, err, "--json would overwrite an input file")
         assert out_text == ""
@@ -175,7 +175,7 @@ def test_evaluate_checks_the_json_location_before_scoring(shard: Path, tmp_path:
     afile = tmp_path / "afile"
     afile.write_text("x")
     for target in (afile / "m.json", tmp_path):
-        code, _, err = run(capsys, "evaluate", "--method", "convex", "--data", str(shard), "--json",
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", str(shard), "--json",
                            str(target), "--quiet")
         assert_one_line_error(code, err, str(target))
         assert "--json" in err
@@ -186,8 +186,8 @@ def test_export_coco_outputs_over_inputs_or_each_other(shard: Path, tmp_path: Pa
     before = tree(tmp_path)
     same = str(tmp_path / "gt.json")
     cases = [(["--out", str(shard)], "--out would overwrite an input file"),
-             (["--out", same, "--method", "convex", "--pred-out", str(shard)], "--pred-out would overwrite"),
-             (["--out", same, "--method", "convex", "--pred-out", same], "are the same file")]
+             (["--out", same, "--model", "convex", "--pred-out", str(shard)], "--pred-out would overwrite"),
+             (["--out", same, "--model", "convex", "--pred-out", same], "are the same file")]
     for extra, needle in cases:
         code, _, err = run(capsys, "export-coco", str(shard), *extra, "--quiet")
         assert_one_line_error(code, err, needle)
@@ -242,7 +242,7 @@ def test_leftover_temp_files_are_ignored_and_cleaned(tmp_path: Path,
     running.write_bytes(b"a live run's shard")
     (out / LOCK_NAME).write_text(f"{dead}\n")
     for args in (["info", str(out)], ["info", str(out / "*.h5")],
-                 ["evaluate", "--method", "convex", "--data", str(out), "--quiet"]):
+                 ["evaluate", "--model", "convex", "--data", str(out), "--quiet"]):
         code, text, err = run(capsys, *args)
         assert code == 0, err
         assert "tmp-" not in text

@@ -45,10 +45,11 @@ from amodalkit.device import (
 )
 from amodalkit.engine import runlog
 from amodalkit.engine.hooks import Hook, LRSchedule, ProgressLog, StepCap, WeightAverage
-from amodalkit.engine.tasks import StepContext, TrainTask, make_task
+from amodalkit.engine.tasks import TrainTask, make_task
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import remove_stale_temps
 from amodalkit.io.checkpoint import load_state_strict, read_checkpoint
+from amodalkit.models.base import StepContext
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""The interface every amodal method implements: predict a video's amodal masks."""
+"""What models implement: an amodal method predicts a video's masks; a trained model adds a step."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,7 +13,11 @@ import numpy as np
 from amodalkit.io.shards import Video
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+#: a batch, or a step's losses: name -> tensor
+Batch = dict[str, "torch.Tensor"]
 
 
 class AmodalMethod(ABC):
@@ -39,3 +45,28 @@ class AmodalMethod(ABC):
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters of a network."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def keyed_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from a key such as (seed, phase, step)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a training step sits: ``train`` (``index`` = optimizer steps so far) or ``val`` (batch index).
+
+    ``autocast()`` is the loop's mixed-precision context; :meth:`generator` the step's own
+    random stream (the same for a step whatever ran before it, so resumed runs match).
+    """
+
+    phase: str
+    index: int
+    seed: int
+    autocast: Callable[[], contextlib.AbstractContextManager]
+
+    def generator(self) -> torch.Generator:
+        """``keyed_generator(seed, 0 for train / 1 for val, index)``."""
+        return keyed_generator(self.seed, 0 if self.phase == "train" else 1, self.index)

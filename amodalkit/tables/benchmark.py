@@ -26,9 +26,8 @@ import json
 import math
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +38,15 @@ from amodalkit.evaluation.evaluate import evaluate_method, predict_binary
 from amodalkit.io.atomic import atomic_path, claim_output_dir, remove_stale_temps, write_json
 from amodalkit.io.shards import ShardReader, Video
 from amodalkit.models.base import AmodalMethod
+from amodalkit.models.registry import get_model_spec, list_models
+from amodalkit.models.savos.config import ABLATIONS
+from amodalkit.models.savos.config import MODEL_NAME as SAVOS
 
-METHOD_NAMES = ("convex", "temporal", "deocclusion", "savos", "unet")
-TRAINED = ("deocclusion", "savos", "unet")
 SPLITS = ("train", "val", "test")
-ABLATIONS = ("no_consistency", "no_bidirectional", "no_temporal", "no_flow", "no_image")
 PROGRESS = "benchmark_progress.json"
 
-#: Table 1 of the paper, Chewing Gum column: (full, occluded) mean IoU
-PAPER_CHEWING_GUM = {"convex": (0.9264, 0.3182), "deocclusion": (0.9624, 0.3307), "savos": (0.9746, 0.8046),
-                     "unet": (0.9613, 0.3321)}
 #: Table 2 of the paper (FISHBOWL): the full model and its ablations, (full, occluded) mean IoU
-PAPER_FISHBOWL_ABLATIONS = {"savos": (0.8863, 0.7155), "no_consistency": (0.8606, 0.6447),
+PAPER_FISHBOWL_ABLATIONS = {SAVOS: (0.8863, 0.7155), "no_consistency": (0.8606, 0.6447),
                             "no_bidirectional": (0.8749, 0.6849), "no_temporal": (0.8785, 0.6894),
                             "no_flow": (0.8508, 0.6188), "no_image": (0.8673, 0.6634)}
 ABLATION_LABELS = {"no_consistency": "w/o consistency loss", "no_bidirectional": "w/o bi-directional",
@@ -62,9 +58,9 @@ ABLATION_LABELS = {"no_consistency": "w/o consistency loss", "no_bidirectional":
 class TrainBudget:
     """How one trained method is trained: epochs, batch, learning rate and model config overrides.
 
-    ``options`` are :func:`amodalkit.models.savos.config.build_config` keywords for SaVos and config
-    fields for the per-frame baselines; ``max_steps`` caps the per-frame baselines' optimizer
-    steps (0 = no cap; SaVos trains whole epochs).
+    ``options`` are the model's ``amodalkit train`` options as keywords (its spec's
+    ``build_config``, e.g. ``preset`` or ``crop``); ``max_steps`` caps the optimizer steps
+    (0 = no cap; the default SaVos budget trains whole epochs).
     """
 
     epochs: int = 10
@@ -78,9 +74,9 @@ class TrainBudget:
 
 def default_budgets() -> dict[str, TrainBudget]:
     """The CPU recipes: SaVos as the shipped zoo model (``cpu`` preset, weight average 0.99, 12 epochs)."""
-    return {"savos": TrainBudget(epochs=12, ema=0.99, options={"preset": "cpu"}),
-            "deocclusion": TrainBudget(batch_size=64),
-            "unet": TrainBudget(batch_size=64)}
+    budgets = {name: TrainBudget(batch_size=64) for name in list_models(trained=True)}
+    budgets[SAVOS] = TrainBudget(epochs=12, ema=0.99, options={"preset": "cpu"})
+    return budgets
 
 
 @dataclass
@@ -94,7 +90,7 @@ class BenchmarkConfig:
 
     data: str
     out: str
-    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    methods: list[str] = field(default_factory=list_models)
     device: str = "auto"
     seed: int = 0
     budget_minutes: float = 15.0
@@ -107,16 +103,17 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         """Raise AmodalkitError on unknown methods or impossible budgets."""
-        unknown = sorted(set(self.methods) - set(METHOD_NAMES))
+        known = list_models()
+        unknown = sorted(set(self.methods) - set(known))
         if unknown or not self.methods:
             raise AmodalkitError(f"unknown method(s) {unknown}; --methods takes a comma-separated list "
-                                 f"of {', '.join(METHOD_NAMES)}")
+                                 f"of {', '.join(known)}")
         bad = sorted(set(self.ablations) - set(ABLATIONS))
         if bad:
             raise AmodalkitError(f"unknown SaVos ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
-        if (self.ablations or self.tta) and "savos" not in self.methods:
+        if (self.ablations or self.tta) and SAVOS not in self.methods:
             raise AmodalkitError("--ablations and --tta compare against savos; add savos to --methods")
-        for name in TRAINED:
+        for name in list_models(trained=True):
             if name in self.methods and name not in self.train:
                 raise AmodalkitError(f"no training budget for {name!r}")
         for name, b in self.train.items():
@@ -141,23 +138,25 @@ def parse_epochs(values: tuple[str, ...] | list[str]) -> dict[str, int]:
             epochs = int(number)
         except ValueError as exc:
             raise AmodalkitError(f"--epochs takes N or NAME=N, got {value!r}") from exc
-        if sep and name not in TRAINED:
+        trained = list_models(trained=True)
+        if sep and name not in trained:
             raise AmodalkitError(f"--epochs {value!r}: {name!r} is not trained; "
-                                 f"choose from {', '.join(TRAINED)}")
-        for key in ([name] if sep else TRAINED):
+                                 f"choose from {', '.join(trained)}")
+        for key in ([name] if sep else trained):
             out[key] = epochs
     return out
 
 
-def make_config(data: str | Path, out: str | Path, methods: str = ",".join(METHOD_NAMES),
+def make_config(data: str | Path, out: str | Path, methods: str | None = None,
                 epochs: tuple[str, ...] | list[str] = (), ablations: bool = False,
                 **settings: object) -> BenchmarkConfig:
     """A BenchmarkConfig from CLI-style values: comma-separated methods, ``--epochs`` items, a flag."""
     budgets = default_budgets()
     for name, n in parse_epochs(epochs).items():
         budgets[name].epochs = n
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    names.sort(key=lambda m: METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES))
+    known = list_models()
+    names = known if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    names.sort(key=lambda m: known.index(m) if m in known else len(known))
     return BenchmarkConfig(data=str(Path(data).resolve()), out=str(Path(out).resolve()), methods=names,
                            train=budgets, ablations=list(ABLATIONS) if ablations else [], **settings)
 
@@ -179,26 +178,15 @@ class Row:
 def plan_rows(cfg: BenchmarkConfig) -> list[Row]:
     """The rows to produce, in the paper's order (Table 1, Table 4, then Table 2's ablations)."""
     rows = []
-    wanted = set(cfg.methods)
-    if "convex" in wanted:
-        rows.append(Row("convex", "convex", "Convex hull", paper=PAPER_CHEWING_GUM["convex"]))
-    if "temporal" in wanted:
-        rows += [Row("temporal-k3", "temporal", "Temporal aggregation k=3", {"k": 3}),
-                 Row("temporal-k5", "temporal", "Temporal aggregation k=5", {"k": 5}),
-                 Row("temporal-k5-bi", "temporal", "Temporal aggregation k=5, bi-directional",
-                     {"k": 5, "bidirectional": True})]
-    if "deocclusion" in wanted:
-        rows.append(Row("deocclusion", "deocclusion", "Self-Deocclusion (PCNet-M)", run="deocclusion",
-                        paper=PAPER_CHEWING_GUM["deocclusion"]))
-    if "savos" in wanted:
-        rows.append(Row("savos", "savos", "SaVos", run="savos", paper=PAPER_CHEWING_GUM["savos"]))
-        if cfg.tta:
-            rows.append(Row("savos-tta", "savos", "SaVos + test-time adaptation", run="savos", tta=True))
-    if "unet" in wanted:
-        rows.append(Row("unet", "unet", "Supervised U-Net (oracle)", run="unet",
-                        paper=PAPER_CHEWING_GUM["unet"]))
+    for name in (m for m in list_models() if m in cfg.methods):
+        spec = get_model_spec(name)
+        for tr in spec.table:
+            rows.append(Row(tr.name, name, tr.label, dict(tr.options), run=name if spec.trained else None,
+                            paper=tr.paper))
+        if name == SAVOS and cfg.tta:
+            rows.append(Row("savos-tta", SAVOS, "SaVos + test-time adaptation", run=SAVOS, tta=True))
     for a in cfg.ablations:
-        rows.append(Row(f"savos-{a}", "savos", f"SaVos {ABLATION_LABELS[a]}", run=f"savos-{a}", ablation=a,
+        rows.append(Row(f"savos-{a}", SAVOS, f"SaVos {ABLATION_LABELS[a]}", run=f"savos-{a}", ablation=a,
                         paper=PAPER_FISHBOWL_ABLATIONS[a]))
     return rows
 
@@ -274,30 +262,11 @@ def _train_run(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget, model_n
     return best
 
 
-def train_savos(cfg: BenchmarkConfig, run_dir: Path, ablation: str | None = None) -> Path:
-    """SaVos (or one of its ablations) with the savos budget; returns the best checkpoint."""
-    from amodalkit.models.savos.config import build_config
-
-    budget = cfg.train["savos"]
-    model_config = build_config(**{**budget.options, **({ablation: True} if ablation else {})})
-    return _train_run(cfg, run_dir, budget, "savos", model_config)
-
-
-def train_framewise_method(cfg: BenchmarkConfig, run_dir: Path, name: str) -> Path:
-    """Self-Deocclusion or the supervised U-Net, trained frame by frame; returns the best checkpoint."""
-    from amodalkit.engine import TASKS
-
-    budget = cfg.train[name]
-    return _train_run(cfg, run_dir, budget, name, TASKS[name].config_class(**budget.options))
-
-
-#: run name -> recipe(config, run folder) -> best checkpoint
-TRAINERS: dict[str, Callable[[BenchmarkConfig, Path], Path]] = {
-    "savos": train_savos,
-    "deocclusion": partial(train_framewise_method, name="deocclusion"),
-    "unet": partial(train_framewise_method, name="unet"),
-    **{f"savos-{a}": partial(train_savos, ablation=a) for a in ABLATIONS},
-}
+def train_row_run(cfg: BenchmarkConfig, row: Row, run_dir: Path) -> Path:
+    """Train a row's run with its model's budget (plus the row's ablation); returns the best checkpoint."""
+    budget = cfg.train[row.method]
+    options = {**budget.options, **({row.ablation: True} if row.ablation else {})}
+    return _train_run(cfg, run_dir, budget, row.method, get_model_spec(row.method).build_config(**options))
 
 
 class TimedMethod(AmodalMethod):
@@ -346,20 +315,15 @@ def build_row_method(cfg: BenchmarkConfig, row: Row, checkpoint: str | Path | No
 
 
 def _flags(options: dict) -> list[str]:
-    """``amodalkit train`` flags of model options: build_config keywords, or per-frame config fields."""
+    """``amodalkit train`` flags of model options (its ``build_config`` keywords)."""
     out = []
     for key, value in options.items():
-        if key == "crop_size":
-            out += ["--crop", "x".join(map(str, value))]
-            continue
-        if key == "use_image":
-            out += [] if value else ["--no-image"]
-            continue
         flag = "--" + key.replace("_", "-")
         if value is True:
             out.append(flag)
         elif value is not False and value is not None:
-            out += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+            sep = "x" if key == "crop" else ","
+            out += [flag, sep.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
     return out
 
 
@@ -368,7 +332,7 @@ def benchmark_command(cfg: BenchmarkConfig) -> str:
     parts = ["amodalkit", "benchmark", "--data", cfg.data, "--out", cfg.out,
              "--methods", ",".join(cfg.methods), "--device", cfg.device, "--seed", str(cfg.seed),
              "--budget-minutes", f"{cfg.budget_minutes:g}"]
-    for name in TRAINED:
+    for name in list_models(trained=True):
         if name in cfg.methods:
             parts += ["--epochs", f"{name}={cfg.train[name].epochs}"]
     if cfg.ablations:
@@ -382,7 +346,7 @@ def row_commands(cfg: BenchmarkConfig, row: Row, epochs: int | None) -> dict[str
     """Stand-alone ``amodalkit train`` / ``evaluate`` commands that reproduce a row."""
     test = str(Path(cfg.data) / "test-*.h5")
     if row.run is None:
-        return {"evaluate": shlex.join(["amodalkit", "evaluate", "--method", row.method, *_flags(row.options),
+        return {"evaluate": shlex.join(["amodalkit", "evaluate", "--model", row.method, *_flags(row.options),
                                         "--data", test])}
     run = Path(cfg.out) / "runs" / row.run
     budget = cfg.train[row.method]
@@ -420,7 +384,7 @@ def run_row(cfg: BenchmarkConfig, row: Row, test: list[Path]) -> dict:
     checkpoint, training = None, None
     if row.run is not None:
         run_dir = Path(cfg.out) / "runs" / row.run
-        checkpoint = TRAINERS[row.run](cfg, run_dir)
+        checkpoint = train_row_run(cfg, row, run_dir)
         budget = cfg.train[row.method]
         training = {**json.loads((run_dir / PROGRESS).read_text()), "run_dir": str(run_dir),
                     "checkpoint": str(checkpoint), "budget": asdict(budget)}
@@ -529,8 +493,8 @@ def format_results_md(results: dict) -> str:
 
 def format_ablations_md(results: dict) -> str:
     """ablations.md: the paper's Table 2 layout, the FISHBOWL numbers for reference."""
-    rows = [results["methods"]["savos"]] + [e for e in results["methods"].values() if e["ablation"]]
-    ref_full, ref_occluded = PAPER_FISHBOWL_ABLATIONS["savos"]
+    rows = [results["methods"][SAVOS]] + [e for e in results["methods"].values() if e["ablation"]]
+    ref_full, ref_occluded = PAPER_FISHBOWL_ABLATIONS[SAVOS]
     full = {**rows[0], "label": "SaVos (full model)", "paper": {"full": ref_full, "occluded": ref_occluded}}
     lines = ["# SaVos ablations (the paper's Table 2)", "",
              f"Same data, seed and training budget as `savos`; produced by `{results['command']}`. "

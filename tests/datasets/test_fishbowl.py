@@ -69,7 +69,7 @@ def test_import_evaluate_with_occlusion_range(fishbowl_release: FishbowlRelease,
     assert everything["n_object_frames"] == 2 * int(scored_object_frames(v).sum())
     js = tmp_path / "r.json"
     capsys.readouterr()
-    code = main(["evaluate", "--method", "convex", "--data", str(out), "--occlusion-range", "0.1", "0.7",
+    code = main(["evaluate", "--model", "convex", "--data", str(out), "--occlusion-range", "0.1", "0.7",
                  "--json", str(js), "--quiet"])
     assert code == 0
     result = json.loads(js.read_text())

@@ -88,13 +88,13 @@ def test_clip_content(built: Path) -> None:
 def test_evaluate_export_and_resume(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     kitti_world: KittiWorld) -> None:
     js = tmp_path / "convex.json"
-    code, out, _ = run(capsys, "evaluate", "--method", "convex", "--data", str(built / "test-*.h5"),
+    code, out, _ = run(capsys, "evaluate", "--model", "convex", "--data", str(built / "test-*.h5"),
                        "--data", str(built / "train-*.h5"), "--json", str(js), "--quiet")
     assert code == 0 and "frame-level mIoU" in out
     assert json.loads(js.read_text())["n_object_frames"] >= 2
     coco_path = tmp_path / "gt.json"
     code, out, _ = run(capsys, "export-coco", str(built / "*.h5"), "--out", str(coco_path),
-                       "--method", "convex", "--quiet")
+                       "--model", "convex", "--quiet")
     assert code == 0, out
     gt = COCO(str(coco_path))
     assert len(gt.getAnnIds()) == 4 and gt.loadCats(4)[0]["name"] == "car"

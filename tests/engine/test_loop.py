@@ -118,8 +118,10 @@ def test_device_rule_and_precision_checks(cg_savos: Path, tmp_path: Path) -> Non
         _cfg(cg_savos, tmp_path, precision="fp8").validate()
     with pytest.raises(AmodalkitError, match="UNetConfig"):
         make_task("unet", DeocclusionConfig())
-    with pytest.raises(AmodalkitError, match="unknown trainable model"):
+    with pytest.raises(AmodalkitError, match="rule-based"):
         make_task("convex", UNET)
+    with pytest.raises(AmodalkitError, match="unknown model 'nope'; choose from convex, temporal"):
+        make_task("nope", UNET)
 
 
 def test_deterministic_flag(cg_savos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,7 +147,7 @@ def test_cli_train_then_evaluate_with_tta(cg_savos: Path, tmp_path: Path,
     assert result["tta"]["tta"]["videos"] == 3 and result["tta"]["tta"]["mean_iterations"] <= 2
     missing = str(tmp_path / "none.safetensors")
     for args, needle in [(["--model", "savos"], "--checkpoint"),
-                         (["--method", "convex", "--tta"], "--tta"),
+                         (["--model", "convex", "--tta"], "--tta"),
                          (["--model", "savos", "--checkpoint", missing], "does not exist")]:
         code = main(["evaluate", *args, "--data", str(cg_savos / "test-00000.h5"), "--quiet"])
         _, err = capsys.readouterr()

@@ -10,14 +10,14 @@ import torch
 from cli_helpers import assert_one_line_error, run
 
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
-from amodalkit.engine import TrainConfig, build_framewise_config, train_model
+from amodalkit.engine import TrainConfig, train_model
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.io.shards import ShardReader, expand_shard_paths, write_shard
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
-from amodalkit.models.registry import build_method, method_from_checkpoint
+from amodalkit.models.registry import build_method, get_model_spec, method_from_checkpoint
 
 TINY = DeocclusionConfig(crop_size=(16, 16), channels=(4, 8, 8))
 
@@ -164,9 +164,9 @@ def test_option_and_data_errors(cg_frames: Path, unlabelled: Path, tmp_path: Pat
     code, _, err = run(capsys, "train", "--model", "deocclusion", "--data", str(tmp_path / "none-*.h5"),
                        "--out", str(tmp_path / "n"), "--quiet")
     assert_one_line_error(code, err, "none-*.h5")
-    assert build_framewise_config("deocclusion", crop="16x16", channels="4,8", enlarge=2.0, no_image=True,
-                                  preset="paper", clip_stride=0, hidden=None) == DeocclusionConfig(
-        crop_size=(16, 16), channels=(4, 8), enlarge=2.0)
+    build = get_model_spec("deocclusion").build_config
+    assert build(crop="16x16", channels="4,8", enlarge=2.0, no_image=True, preset="paper", clip_stride=0,
+                 hidden=None) == DeocclusionConfig(crop_size=(16, 16), channels=(4, 8), enlarge=2.0)
     with pytest.raises(AmodalkitError, match="max-steps"):
         train_framewise(TrainConfig(data=[unlabelled_train], out=str(tmp_path / "m")), "deocclusion", TINY,
                         max_steps=-1)

@@ -13,6 +13,7 @@ from amodalkit.cli import main
 from amodalkit.engine import TimeBudget, Trainer
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
+from amodalkit.models.registry import list_models
 from amodalkit.tables.benchmark import ABLATIONS, TrainBudget, make_config, parse_epochs, run_benchmark
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
@@ -104,8 +105,7 @@ def test_rerun_skips_finished_methods(bench: Path, cg_savos: Path, monkeypatch: 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished row ran again")
 
-    for name in benchmark.TRAINERS:
-        monkeypatch.setitem(benchmark.TRAINERS, name, fail)
+    monkeypatch.setattr(benchmark, "train_row_run", fail)
     monkeypatch.setattr(benchmark, "evaluate_method", fail)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (bench / "methods").iterdir()}
     code, out, err = run(capsys, *_bench_args(cg_savos, bench))
@@ -224,7 +224,7 @@ def test_config_helpers() -> None:
     with pytest.raises(AmodalkitError, match="not trained"):
         parse_epochs(["convex=2"])
     cfg = make_config("d", "o", ablations=True)
-    assert cfg.ablations == list(ABLATIONS) and cfg.methods == list(benchmark.METHOD_NAMES)
+    assert cfg.ablations == list(ABLATIONS) and cfg.methods == list_models()
     with pytest.raises(AmodalkitError, match="unknown method"):
         make_config("d", "o", "convex,fancy").validate()
     with pytest.raises(AmodalkitError, match="add savos"):

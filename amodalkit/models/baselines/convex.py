@@ -6,6 +6,7 @@ import numpy as np
 
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
+from amodalkit.models.registry import ModelSpec, TableRow, register_model
 from amodalkit.ops.masks import convex_hull_mask
 
 
@@ -22,3 +23,9 @@ class ConvexHull(AmodalMethod):
         for k, t in zip(k_idx, t_idx):
             out[k, t] = convex_hull_mask(visible[k, t])
         return out
+
+
+register_model(ModelSpec(
+    name=ConvexHull.name, summary="convex hull of each visible mask (rule-based)", method=ConvexHull,
+    table=(TableRow("convex", "Convex hull", paper=(0.9264, 0.3182)),),
+))

@@ -17,6 +17,7 @@ output is the amodal probability (:class:`DeocclusionMethod`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,11 +26,17 @@ import torch.nn.functional as F
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import Checkpoint
 from amodalkit.models.baselines import framewise
-from amodalkit.models.baselines.framewise import FramewiseConfig, FramewiseMethod, FramewiseNet
+from amodalkit.models.baselines.framewise import (
+    FramewiseConfig,
+    FramewiseMethod,
+    FramewiseNet,
+    framewise_config_from_options,
+    framewise_step,
+    save_framewise,
+)
+from amodalkit.models.registry import ModelSpec, TableRow, register_model
 
 MODEL_NAME = "deocclusion"
-#: training reads the amodal ground truth (never, for this self-supervised method)
-NEEDS_AMODAL = False
 
 
 @dataclass(frozen=True)
@@ -111,3 +118,15 @@ def method_from_deocclusion_checkpoint(ck: Checkpoint, path: str | Path,
     net = framewise.load_framewise(ck, MODEL_NAME, DeocclusionNet, device, path)
     return DeocclusionMethod(net, checkpoint=path, device=device)
 
+
+register_model(ModelSpec(
+    name=MODEL_NAME, summary="Self-Deocclusion (PCNet-M style), per frame, self-supervised",
+    method=DeocclusionMethod,
+    table=(TableRow(MODEL_NAME, "Self-Deocclusion (PCNet-M)", paper=(0.9624, 0.3307)),),
+    config=DeocclusionConfig,
+    build_config=partial(framewise_config_from_options, DeocclusionConfig, MODEL_NAME),
+    net=lambda config: DeocclusionNet(config).to_channels_last(), step=framewise_step(deocclusion_loss),
+    save=lambda path, net, extra: save_framewise(path, MODEL_NAME, net, extra),
+    load=method_from_deocclusion_checkpoint,
+    data="frame_crops", reads_amodal=False,
+))

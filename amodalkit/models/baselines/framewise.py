@@ -12,7 +12,7 @@ pasted back to full resolution on the device.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,7 +33,7 @@ from amodalkit.io.checkpoint import (
     save_checkpoint,
 )
 from amodalkit.io.shards import Video
-from amodalkit.models.base import AmodalMethod
+from amodalkit.models.base import AmodalMethod, Batch, StepContext
 from amodalkit.ops.crops import keep_on_occluders, paste_clips
 from amodalkit.ops.frame_cut import video_frame_crop_batch
 
@@ -257,3 +257,54 @@ class FramewiseMethod(AmodalMethod):
             out = {i: self.paste(videos[i], crops[i][0], crops[i][1]["box"], p) for i, p in zip(found, preds)}
         return [out[i] if i in out else np.zeros((v.num_objects, v.num_frames, *v.size), np.float32)
                 for i, v in enumerate(videos)]
+
+
+#: loss(net, batch, generator) -> scalar tensor
+FramewiseLoss = Callable[[nn.Module, dict[str, torch.Tensor], torch.Generator], torch.Tensor]
+
+
+def framewise_step(loss: FramewiseLoss) -> Callable[[nn.Module, Batch, FramewiseConfig, StepContext], Batch]:
+    """The training step of a per-frame model: its loss under autocast, with the step's keyed randomness."""
+
+    def step(model: nn.Module, batch: Batch, config: FramewiseConfig, ctx: StepContext) -> Batch:
+        generator = ctx.generator()
+        with ctx.autocast():
+            return {"loss": loss(model, batch, generator)}
+
+    return step
+
+
+#: SaVos-only ``amodalkit train`` options and the values that mean "not given"
+_SAVOS_DEFAULTS = {"preset": "paper", "clip_stride": 0}
+
+
+def framewise_config_from_options(config_class: type[FramewiseConfig], model_name: str,
+                                  crop: str | tuple[int, int] | None = None,
+                                  channels: str | tuple[int, ...] | None = None, enlarge: float | None = None,
+                                  no_image: bool = False, **savos_options: object) -> FramewiseConfig:
+    """The model's default config with CLI-style overrides (``crop`` "HxW", ``channels`` "a,b,c").
+
+    SaVos-only options are accepted only at their "not given" values (None, False, or the
+    CLI default), so ``amodalkit train --model unet --hidden 64`` fails instead of being ignored.
+    """
+    given = sorted(k for k, v in savos_options.items()
+                   if v is not None and v is not False and v != _SAVOS_DEFAULTS.get(k))
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise AmodalkitError(f"{flags}: SaVos option(s), not for --model {model_name} "
+                             "(it takes --crop, --channels, --enlarge and --no-image)")
+    changes: dict[str, object] = {}
+    try:
+        if crop is not None:
+            changes["crop_size"] = (tuple(int(v) for v in crop.lower().split("x")) if isinstance(crop, str)
+                                    else crop)
+        if channels is not None:
+            changes["channels"] = (tuple(int(v) for v in channels.split(",")) if isinstance(channels, str)
+                                   else channels)
+    except ValueError as exc:
+        raise AmodalkitError(f"--crop must look like 32x32 and --channels like 8,16,32,64 ({exc})") from exc
+    if enlarge is not None:
+        changes["enlarge"] = enlarge
+    if no_image:
+        changes["use_image"] = False
+    return config_class(**changes)

@@ -15,6 +15,7 @@ import numpy as np
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
+from amodalkit.models.registry import ModelSpec, TableRow, register_model
 
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -90,3 +91,13 @@ class TemporalAggregation(AmodalMethod):
                     m = video.num_frames - 1 - n
                     out[obj, n] |= aggregate_window(rev_vis, rev_flow, m, self.k)
         return out
+
+
+register_model(ModelSpec(
+    name=TemporalAggregation.name, method=TemporalAggregation,
+    summary="union of the visible masks of k frames warped by the flow (rule-based; --k, --bidirectional)",
+    table=(TableRow("temporal-k3", "Temporal aggregation k=3", {"k": 3}),
+           TableRow("temporal-k5", "Temporal aggregation k=5", {"k": 5}),
+           TableRow("temporal-k5-bi", "Temporal aggregation k=5, bi-directional",
+                    {"k": 5, "bidirectional": True})),
+))

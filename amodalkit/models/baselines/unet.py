@@ -8,6 +8,7 @@ the loss is the BCE of the logits against the amodal crop over every pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -15,11 +16,17 @@ import torch.nn.functional as F
 
 from amodalkit.io.checkpoint import Checkpoint
 from amodalkit.models.baselines import framewise
-from amodalkit.models.baselines.framewise import FramewiseConfig, FramewiseMethod, FramewiseNet
+from amodalkit.models.baselines.framewise import (
+    FramewiseConfig,
+    FramewiseMethod,
+    FramewiseNet,
+    framewise_config_from_options,
+    framewise_step,
+    save_framewise,
+)
+from amodalkit.models.registry import ModelSpec, TableRow, register_model
 
 MODEL_NAME = "unet"
-#: training reads the amodal ground truth
-NEEDS_AMODAL = True
 
 
 @dataclass(frozen=True)
@@ -53,3 +60,15 @@ def method_from_unet_checkpoint(ck: Checkpoint, path: str | Path, device: str = 
     """A :class:`UNetMethod` from a checkpoint already read (used by the registry)."""
     net = framewise.load_framewise(ck, MODEL_NAME, UNet, device, path)
     return UNetMethod(net, checkpoint=path, device=device)
+
+
+register_model(ModelSpec(
+    name=MODEL_NAME, summary="per-frame U-Net trained on the amodal ground truth (the supervised oracle)",
+    method=UNetMethod,
+    table=(TableRow(MODEL_NAME, "Supervised U-Net (oracle)", paper=(0.9613, 0.3321)),),
+    config=UNetConfig, build_config=partial(framewise_config_from_options, UNetConfig, MODEL_NAME),
+    net=lambda config: UNet(config).to_channels_last(), step=framewise_step(unet_loss),
+    save=lambda path, net, extra: save_framewise(path, MODEL_NAME, net, extra),
+    load=method_from_unet_checkpoint,
+    data="frame_crops", reads_amodal=True,
+))

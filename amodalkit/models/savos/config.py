@@ -169,3 +169,8 @@ def build_config(preset: str = "paper", crop: str | tuple[int, int] | None = Non
     if channels is not None:
         over["channels"] = tuple(channels)
     return PRESETS[preset](**over)
+
+
+def config_from_train_options(preset: str = "paper", clip_stride: int = 0, **options: object) -> SavosConfig:
+    """:func:`build_config` from ``amodalkit train`` options (``clip_stride`` is the loop's option)."""
+    return build_config(preset, **options)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from amodalkit.models.base import Batch, StepContext
 from amodalkit.models.savos.config import SavosConfig
 from amodalkit.models.savos.net import EPS
 from amodalkit.ops.warp import forward_warp
@@ -96,3 +98,10 @@ def visible_iou(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) ->
     inter = (pred & vis).sum().item()
     union = (pred | vis).sum().item()
     return (inter + EPS) / (union + EPS)
+
+
+def savos_step(model: nn.Module, batch: Batch, config: SavosConfig, ctx: StepContext) -> Batch:
+    """One training or validation step: the network under the loop's autocast, the losses in float32."""
+    with ctx.autocast():
+        out = model(batch)
+    return savos_loss({k: v.float() if v.is_floating_point() else v for k, v in out.items()}, batch, config)

@@ -15,8 +15,10 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import Checkpoint
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
-from amodalkit.models.savos.config import MODEL_NAME
-from amodalkit.models.savos.net import SavosNet, inference_copy, load_savos
+from amodalkit.models.registry import ModelSpec, TableRow, register_model
+from amodalkit.models.savos.config import MODEL_NAME, SavosConfig, config_from_train_options
+from amodalkit.models.savos.loss import savos_step
+from amodalkit.models.savos.net import SavosNet, inference_copy, load_savos, save_savos
 from amodalkit.models.savos.tta import TTAConfig, TTAStats, adapt
 from amodalkit.ops.boxes import ClipCrop
 from amodalkit.ops.clip_cut import video_clip_batch
@@ -164,3 +166,14 @@ def _empty(video: Video) -> np.ndarray:
 def method_from_savos_checkpoint(ck: Checkpoint, path: str | Path, device: str = "cpu") -> SavosMethod:
     """A :class:`SavosMethod` from a checkpoint already read (used by the registry)."""
     return SavosMethod(load_savos(ck, device, path), checkpoint=path, device=device)
+
+
+register_model(ModelSpec(
+    name=MODEL_NAME, summary="SaVos: self-supervised amodal video segmentation (+ test-time adaptation)",
+    method=SavosMethod,
+    table=(TableRow(MODEL_NAME, "SaVos", paper=(0.9746, 0.8046)),),
+    config=SavosConfig, build_config=config_from_train_options, net=SavosNet, step=savos_step,
+    save=save_savos, load=method_from_savos_checkpoint,
+    data="clips", loss_keys=("loss", "mask", "consistency", "horizon"),
+    val_keys=("loss", "mask", "consistency"),
+))
