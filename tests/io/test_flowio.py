@@ -17,12 +17,11 @@ from amodalkit.io.flowio import (
     read_flo,
     read_flow,
     read_kitti_png,
-    warp_backward,
-    warp_backward_torch,
     write_flo,
     write_flow,
     write_kitti_png,
 )
+from amodalkit.ops.warp import warp_backward, warp_backward_torch
 
 SIDES = st.integers(1, 9)
 

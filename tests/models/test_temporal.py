@@ -9,8 +9,9 @@ from hypothesis.extra.numpy import arrays
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.shards import ShardReader, expand_shard_paths
-from amodalkit.models.baselines.temporal import aggregate_window, splat_mask
+from amodalkit.models.baselines.temporal import aggregate_window
 from amodalkit.models.registry import build_method
+from amodalkit.ops.warp import splat_mask
 
 
 @given(arrays(bool, (7, 9)))

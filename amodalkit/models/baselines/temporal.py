@@ -16,21 +16,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.registry import ModelSpec, TableRow, register_model
-
-
-def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Forward-warp a mask by per-pixel flow, nearest pixel: (H, W) bool, (H, W, 2) -> (H, W) bool."""
-    h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    out = np.zeros_like(mask, dtype=bool)
-    if ys.size == 0:
-        return out
-    f = flow[ys, xs].astype(np.float64)
-    nx = np.rint(xs + f[:, 0]).astype(np.int64)
-    ny = np.rint(ys + f[:, 1]).astype(np.int64)
-    keep = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
-    out[ny[keep], nx[keep]] = True
-    return out
+from amodalkit.ops.warp import splat_mask
 
 
 def aggregate_flow(visible: np.ndarray, aggregate: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.flowio import warp_backward_torch
+from amodalkit.ops.warp import warp_backward_torch
 
 DIV_FLOW = 20.0
 RGB_MAX = 255.0

@@ -11,23 +11,8 @@ from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.ops.masks import bbox
+from amodalkit.ops.warp import splat_mask
 from amodalkit.preprocess.tracks.formats import FrameInstances, Instance
-
-
-def warp_mask_forward(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Move each pixel of a (H, W) bool mask by the forward flow (H, W, 2) (u, v), nearest pixel."""
-    out = np.zeros(mask.shape, bool)
-    box = bbox(mask)
-    if box is None:
-        return out
-    y0, x0, y1, x1 = box
-    ys, xs = np.nonzero(mask[y0:y1, x0:x1])
-    d = flow[y0:y1, x0:x1][ys, xs].astype(np.float32)
-    nx = np.rint(xs + x0 + d[:, 0]).astype(np.int64)
-    ny = np.rint(ys + y0 + d[:, 1]).astype(np.int64)
-    keep = (nx >= 0) & (nx < mask.shape[1]) & (ny >= 0) & (ny < mask.shape[0])
-    out[ny[keep], nx[keep]] = True
-    return out
 
 
 def _shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -108,7 +93,7 @@ class _Track:
         pred = np.zeros_like(self.last_mask)
         if self.last_frame == t - 1:
             flow = flows[t - 1]
-            pred = warp_mask_forward(self.last_mask, flow)
+            pred = splat_mask(self.last_mask, flow)
             y0, x0, y1, x1 = bbox(self.last_mask)
             self.velocity = flow[y0:y1, x0:x1][self.last_mask[y0:y1, x0:x1]].mean(axis=0, dtype=np.float64)
         for mask, offset in self.pieces:
