@@ -2,6 +2,6 @@
 
 import sys
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 
 sys.exit(main())

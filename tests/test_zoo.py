@@ -124,7 +124,7 @@ def test_format_registry_lists_metrics(registry: Path) -> None:
 
 
 def test_cli_list_and_download(registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from amodalkit.cli import main
+    from amodalkit.cli.app import main
 
     assert main(["zoo", "list"]) == 0
     assert "good  [savos]" in capsys.readouterr().out
@@ -139,7 +139,7 @@ def test_load_and_evaluate_a_shipped_savos_model(tmp_path: Path, monkeypatch: py
                                                  cg_savos: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from amodalkit.cli import main
+    from amodalkit.cli.app import main
     from amodalkit.models.savos.config import SavosConfig
     from amodalkit.models.savos.net import SavosNet, save_savos
 

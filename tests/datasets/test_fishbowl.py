@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from dataset_fixtures import FB_H, FB_T, FB_W, FishbowlRelease, fish_frames, fish_masks
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.datasets.fishbowl import find_samples, import_fishbowl, occlusion_range_filter, read_sample
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method, scored_object_frames

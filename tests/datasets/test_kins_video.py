@@ -12,7 +12,7 @@ from cli_helpers import run
 from dataset_fixtures import DRIVES, UNMAPPED, WRONG_OTHER_DRIVE, WRONG_RECOVERABLE, KittiWorld, scene_masks
 from pycocotools.coco import COCO
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.datasets.kins_video import (
     BuildConfig,
     assign_splits,

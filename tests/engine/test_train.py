@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
 from amodalkit.engine import TrainConfig, train_model
 from amodalkit.errors import AmodalkitError

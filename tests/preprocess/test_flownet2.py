@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import ShardReader, write_shard

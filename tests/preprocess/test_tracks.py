@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pycocotools import mask as coco_mask
 
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import ShardReader, write_shard

@@ -9,7 +9,7 @@ from cli_helpers import assert_one_line_error, run
 from PIL import Image
 
 import amodalkit.tables.benchmark as benchmark
-from amodalkit.cli import main
+from amodalkit.cli.app import main
 from amodalkit.engine import TimeBudget, Trainer
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
