@@ -14,7 +14,9 @@ from amodalkit.engine import TimeBudget, Trainer
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.registry import list_models
-from amodalkit.tables.benchmark import ABLATIONS, TrainBudget, make_config, parse_epochs, run_benchmark
+from amodalkit.models.savos.config import ABLATIONS
+from amodalkit.tables.benchmark import run_benchmark
+from amodalkit.tables.config import BenchmarkConfig, TrainBudget, make_config, parse_epochs
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
               "crop_mode": "track"}
@@ -29,7 +31,7 @@ def _strict_json(path: Path) -> dict:
 
 
 def _tiny(data: Path, out: Path, methods: str = "savos", epochs: int = 1,
-          **settings: object) -> benchmark.BenchmarkConfig:
+          **settings: object) -> BenchmarkConfig:
     cfg = make_config(data, out, methods, device="cpu", quiet=True, **settings)
     cfg.train["savos"] = TrainBudget(epochs=epochs, batch_size=8, lr=1e-3, options=dict(TINY_SAVOS))
     return cfg
