@@ -66,7 +66,8 @@ def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int
     already in OUT/methods/ are skipped on a rerun and interrupted trainings resume.
     """
     from amodalkit.io.paths import refuse_overwrite
-    from amodalkit.tables.benchmark import make_config, run_benchmark
+    from amodalkit.tables.benchmark import run_benchmark
+    from amodalkit.tables.config import make_config
 
     refuse_overwrite({"--out": out}, [data], output_folders=True)
     _hold(out)
