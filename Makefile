@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check amodalkit tests benchmarks
+	$(BIN)/ruff check amodalkit tests benchmarks tools
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check amodalkit tests benchmarks
+	$(BIN)/ruff check amodalkit tests benchmarks tools
 
 demo: $(STAMP)
 	$(BIN)/amodalkit gen-chewing-gum demo/data --preset savos2022 --train 0 --val 0 --test 200 --seed 0 --jobs 2

@@ -156,6 +156,8 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--ema", default=0.0, show_default=True, type=float,
               help="Validate and save a moving average of the weights with this decay per step (0 = off).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=None,
+              help="Comma-separated seeds: one run per seed in OUT/seed-N; OUT/seeds.json holds the spread.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--workers", default=0, show_default=True, type=int, help="DataLoader worker processes.")
 @click.option("--threads", default=0, show_default=True, type=int,
@@ -198,9 +200,9 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--max-steps", default=0, show_default=True, type=int,
               help="Stop after this many optimizer steps in all (0 = no cap; the last epoch still saves).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
-          lr: float, lr_schedule: str, schedule_epochs: int, ema: float, seed: int, device: str,
-          workers: int, threads: int, precision: str, deterministic: bool, resume: bool, quiet: bool,
-          preset: str, clip_stride: int, max_steps: int, **model_options: object) -> None:
+          lr: float, lr_schedule: str, schedule_epochs: int, ema: float, seed: int, seeds: str | None,
+          device: str, workers: int, threads: int, precision: str, deterministic: bool, resume: bool,
+          quiet: bool, preset: str, clip_stride: int, max_steps: int, **model_options: object) -> None:
     """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
 
     SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val);
@@ -220,6 +222,7 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     if dist_info().main:
         _hold(out)
 
+    seed_list = parse_seeds(seeds, seed)
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, ema=ema, seed=seed,
                       device=device, workers=workers, threads=threads, clip_stride=clip_stride,
@@ -227,9 +230,17 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
                       quiet=quiet)
     cfg.validate()
     model_cfg = spec.build_config(preset=preset, clip_stride=clip_stride, **model_options)
-    summary = train_model(cfg, model, model_cfg)
-    click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
-               f"{summary['best_loss']:.4f}); checkpoints in {out}")
+    if seed_list is None:
+        summary = train_model(cfg, model, model_cfg)
+        click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
+                   f"{summary['best_loss']:.4f}); checkpoints in {out}")
+        return
+    from amodalkit.engine.seeds import train_seeds
+
+    record = train_seeds(cfg, model, model_cfg, seed_list)
+    spread = record["best_loss"]
+    click.echo(f"{len(seed_list)} seeds: best {record['selected_on']} loss {spread['mean']:.4f} "
+               f"± {spread['sd']:.4f} (sd); runs in {out}/seed-N, summary in {out}/seeds.json")
 
 
 @cli.command()
@@ -308,3 +319,18 @@ def export_coco_cmd(shards: tuple[str, ...], out: Path, model: str | None, metho
     click.echo(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations")
     if m is not None:
         click.echo(f"wrote {pred_out}: {counts['predictions']} predictions")
+
+
+def parse_seeds(seeds: str | None, seed: int) -> list[int] | None:
+    """``--seeds 0,1,2`` as a list (None without it); it replaces --seed, so both together is an error."""
+    if seeds is None:
+        return None
+    if seed != 0:
+        raise AmodalkitError("--seeds replaces --seed; give one of them")
+    try:
+        out = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise AmodalkitError(f"--seeds takes comma-separated integers, got {seeds!r}") from exc
+    if not out or len(set(out)) != len(out) or min(out) < 0:
+        raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {seeds!r}")
+    return out

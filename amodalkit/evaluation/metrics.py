@@ -1,4 +1,4 @@
-"""The paper's metrics (SPEC section 6): full and occluded IoU at frame and object level."""
+"""The paper's metrics: full and occluded IoU at frame and object level (docs/decisions.md, Metrics)."""
 
 from __future__ import annotations
 

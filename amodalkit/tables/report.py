@@ -79,7 +79,7 @@ def format_results_md(results: dict) -> str:
              "Frame-level mIoU is the paper's headline metric (mean over the objects of each frame, then "
              "over frames); object-level is the mean over object-frames. Occluded: IoU restricted to the "
              "pixels outside the visible mask, over object-frames with hidden ground truth. The paper "
-             "column is Table 1's Chewing Gum result (SPEC section 7).", ""]
+             "column is Table 1's Chewing Gum result in the SaVos paper.", ""]
     lines += _metric_table(entries, "paper (Chewing Gum)")
     lines += ["", "| method | epochs | train (s) | evaluate (s) | inference object-frames/s |",
               "|---|---|---|---|---|"]

@@ -1,0 +1,41 @@
+"""One run per seed: the spread of a training recipe, so a result can state it.
+
+``train_seeds`` trains the same config once per seed into ``OUT/seed-N`` (each an ordinary
+run folder, resumable with ``--resume``) and writes ``OUT/seeds.json``: every run's summary,
+and mean and standard deviation (sample, n-1) of the selected loss over the seeds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from amodalkit.engine.trainer import TrainConfig, train_model
+from amodalkit.io.atomic import write_json
+
+SEEDS_FILE = "seeds.json"
+
+
+def mean_sd(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value) and the values themselves."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd, "n": len(values), "values": list(values)}
+
+
+def seed_dir(out: str | Path, seed: int) -> Path:
+    """The run folder of one seed."""
+    return Path(out) / f"seed-{seed}"
+
+
+def train_seeds(cfg: TrainConfig, model_name: str, model_config: object, seeds: list[int]) -> dict:
+    """Train `cfg` once per seed into OUT/seed-N; write and return OUT/seeds.json's record."""
+    runs = {}
+    for seed in seeds:
+        run = replace(cfg, seed=seed, out=str(seed_dir(cfg.out, seed)))
+        runs[str(seed)] = train_model(run, model_name, model_config)
+    selected = {s["selected_on"] for s in runs.values()}
+    record = {"model": model_name, "seeds": seeds, "selected_on": "/".join(sorted(selected)),
+              "best_loss": mean_sd([runs[str(s)]["best_loss"] for s in seeds]), "runs": runs}
+    write_json(Path(cfg.out) / SEEDS_FILE, record)
+    return record
