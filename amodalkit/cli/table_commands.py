@@ -67,11 +67,11 @@ def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int
     """
     from amodalkit.io.paths import refuse_overwrite
     from amodalkit.tables.benchmark import run_benchmark
-    from amodalkit.tables.config import make_config
+    from amodalkit.tables.config import benchmark_config
 
     refuse_overwrite({"--out": out}, [data], output_folders=True)
     _hold(out)
-    cfg = make_config(data, out, methods, epochs, ablations, device=device, seed=seed,
+    cfg = benchmark_config(data, out, methods, epochs, ablations, device=device, seed=seed,
                       budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
     run_benchmark(cfg)
     click.echo((out / "results.md").read_text().rstrip())

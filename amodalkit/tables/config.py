@@ -107,7 +107,7 @@ def parse_epochs(values: tuple[str, ...] | list[str]) -> dict[str, int]:
     return out
 
 
-def make_config(data: str | Path, out: str | Path, methods: str | None = None,
+def benchmark_config(data: str | Path, out: str | Path, methods: str | None = None,
                 epochs: tuple[str, ...] | list[str] = (), ablations: bool = False,
                 **settings: object) -> BenchmarkConfig:
     """A BenchmarkConfig from CLI-style values: comma-separated methods, ``--epochs`` items, a flag."""

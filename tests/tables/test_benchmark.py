@@ -16,7 +16,7 @@ from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.registry import list_models
 from amodalkit.models.savos.config import ABLATIONS
 from amodalkit.tables.benchmark import run_benchmark
-from amodalkit.tables.config import BenchmarkConfig, TrainBudget, make_config, parse_epochs
+from amodalkit.tables.config import BenchmarkConfig, TrainBudget, benchmark_config, parse_epochs
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
               "crop_mode": "track"}
@@ -32,7 +32,7 @@ def _strict_json(path: Path) -> dict:
 
 def _tiny(data: Path, out: Path, methods: str = "savos", epochs: int = 1,
           **settings: object) -> BenchmarkConfig:
-    cfg = make_config(data, out, methods, device="cpu", quiet=True, **settings)
+    cfg = benchmark_config(data, out, methods, device="cpu", quiet=True, **settings)
     cfg.train["savos"] = TrainBudget(epochs=epochs, batch_size=8, lr=1e-3, options=dict(TINY_SAVOS))
     return cfg
 
@@ -225,9 +225,9 @@ def test_config_helpers() -> None:
         parse_epochs(["savos=x"])
     with pytest.raises(AmodalkitError, match="not trained"):
         parse_epochs(["convex=2"])
-    cfg = make_config("d", "o", ablations=True)
+    cfg = benchmark_config("d", "o", ablations=True)
     assert cfg.ablations == list(ABLATIONS) and cfg.methods == list_models()
     with pytest.raises(AmodalkitError, match="unknown method"):
-        make_config("d", "o", "convex,fancy").validate()
+        benchmark_config("d", "o", "convex,fancy").validate()
     with pytest.raises(AmodalkitError, match="add savos"):
-        make_config("d", "o", "convex", ablations=True).validate()
+        benchmark_config("d", "o", "convex", ablations=True).validate()
