@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check amodalkit tests benchmarks tools
+	$(BIN)/ruff check amodalkit tests benchmarks tools setup.py
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check amodalkit tests benchmarks tools
+	$(BIN)/ruff check amodalkit tests benchmarks tools setup.py
+
+# dist/amodalkit-VERSION-py3-none-any.whl with the zoo inside (setup.py copies zoo/ to amodalkit/_zoo/);
+# build/ is removed first so no stale module of an older build gets into the wheel
+wheel: $(STAMP)
+	rm -rf build
+	$(BIN)/python -m pip wheel . --no-deps -w dist
 
 demo: $(STAMP)
 	$(BIN)/amodalkit gen-chewing-gum demo/data --preset savos2022 --train 0 --val 0 --test 200 --seed 0 --jobs 2

@@ -3,8 +3,13 @@
 An entry of ``zoo/registry.json`` is data: name, model kind, file name, url, sha256, size,
 the config that rebuilds the model, the data and command it was trained with, and the
 metrics measured on it. Weights small enough to ship live beside the registry and resolve
-without any network; others are downloaded once into the per-user cache (to a temporary
-file, verified by sha256, then renamed). A cached file that verifies is never fetched again.
+without any network; others are downloaded once from the entry's url into the per-user cache
+(to a temporary file, verified by sha256, then renamed). A cached file that verifies is never
+fetched again.
+
+zoo/ at the repository top is the source of truth. The build copies it into the package
+(``amodalkit/_zoo/``, see setup.py), so an installed wheel reads it through ``importlib.resources``
+from any directory; a clone or an editable install has no such copy and reads zoo/ itself.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -27,6 +33,8 @@ from amodalkit.io.atomic import remove_stale_temps, temp_path_for
 from amodalkit.io.paths import resolve_inside, safe_name
 
 REPO_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+#: where the build puts its copy of zoo/ inside the package (setup.py's ZOO_PACKAGE_DIR)
+PACKAGE_ZOO = "_zoo"
 CHUNK = 1 << 16
 
 
@@ -47,9 +55,20 @@ class ZooEntry:
     notes: str = ""
 
 
+def zoo_dir() -> Path:
+    """Folder of the shipped registry and weights: the installed package's data, else the clone's zoo/."""
+    packaged = resources.files("amodalkit").joinpath(PACKAGE_ZOO)
+    if not isinstance(packaged, Path):  # imported from a zip: no files to hash or open
+        return REPO_ZOO
+    if packaged.joinpath("registry.json").is_file() or not REPO_ZOO.joinpath("registry.json").is_file():
+        return packaged  # with neither, errors name where an installed package keeps it
+    return REPO_ZOO
+
+
 def registry_path() -> Path:
-    """The registry in use: $AMODALKIT_ZOO_REGISTRY, else the repository's zoo/registry.json."""
-    return Path(os.environ.get("AMODALKIT_ZOO_REGISTRY", REPO_ZOO / "registry.json"))
+    """The registry in use: $AMODALKIT_ZOO_REGISTRY, else the shipped registry.json (see `zoo_dir`)."""
+    override = os.environ.get("AMODALKIT_ZOO_REGISTRY")
+    return Path(override) if override else zoo_dir() / "registry.json"
 
 
 def cache_dir() -> Path:
@@ -64,7 +83,8 @@ def load_registry(path: str | Path | None = None) -> dict[str, ZooEntry]:
         raw = json.loads(path.read_text())
         entries = [ZooEntry(**e) for e in raw["models"]]
     except FileNotFoundError as exc:
-        raise AmodalkitError("zoo registry not found", path) from exc
+        raise AmodalkitError("zoo registry not found (reinstall amodalkit, or point $AMODALKIT_ZOO_REGISTRY "
+                             "at a registry.json)", path) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AmodalkitError(f"malformed zoo registry ({exc})", path) from exc
     for e in entries:

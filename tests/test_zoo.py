@@ -4,10 +4,13 @@ import hashlib
 import http.server
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from local_server import serve
@@ -16,6 +19,8 @@ from amodalkit import zoo
 from amodalkit.errors import AmodalkitError
 
 PAYLOAD = bytes(range(256)) * 400
+REPO_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+RELEASE_URL = re.compile(r"https://github\.com/amodalkit/amodalkit/releases/download/v\d+\.\d+\.\d+/(?P<file>[^/]+)")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -108,6 +113,83 @@ def test_shipped_file_needs_no_network(registry: Path) -> None:
     shipped.write_bytes(b"other")
     with pytest.raises(AmodalkitError, match="do not match the registry"):
         zoo.fetch_weights("good", quiet=True)
+
+
+class ReleaseHandler(http.server.BaseHTTPRequestHandler):
+    """Serves the repository's zoo/ files by name, as the release assets would."""
+
+    hits: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        ReleaseHandler.hits.append(self.path)
+        source = REPO_ZOO / self.path.lstrip("/")
+        body = source.read_bytes() if source.parent == REPO_ZOO and source.is_file() else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def release_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the repository's registry (no weights beside it) whose urls point at a local server."""
+    ReleaseHandler.hits.clear()
+    data = json.loads((REPO_ZOO / "registry.json").read_text())
+    with serve(ReleaseHandler) as url:
+        for entry in data["models"]:
+            entry["url"] = f"{url}/{entry['file']}"
+        reg = tmp_path / "zoo" / "registry.json"
+        reg.parent.mkdir()
+        reg.write_text(json.dumps(data))
+        monkeypatch.setenv("AMODALKIT_ZOO_REGISTRY", str(reg))
+        monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "cache"))
+        yield reg
+
+
+def test_every_repository_entry_has_a_release_url() -> None:
+    for name, entry in zoo.load_registry(REPO_ZOO / "registry.json").items():
+        match = RELEASE_URL.fullmatch(entry.url)
+        assert match and match["file"] == entry.file, (name, entry.url)
+
+
+def test_repository_entries_use_the_shipped_file_before_their_url(release_registry: Path) -> None:
+    for name, entry in zoo.load_registry().items():
+        shutil.copyfile(REPO_ZOO / entry.file, release_registry.parent / entry.file)
+        assert zoo.fetch_weights(name, quiet=True) == release_registry.parent / entry.file
+    assert ReleaseHandler.hits == []
+
+
+def test_repository_entries_download_and_verify_when_not_shipped(release_registry: Path) -> None:
+    entries = zoo.load_registry()
+    for name, entry in entries.items():
+        path = zoo.fetch_weights(name, quiet=True)
+        assert path.parent == release_registry.parent.parent / "cache" / "zoo"
+        assert zoo.sha256_of(path) == entry.sha256 and path.stat().st_size == entry.size
+        assert zoo.fetch_weights(name, quiet=True) == path
+    assert ReleaseHandler.hits == [f"/{e.file}" for e in entries.values()]
+    assert zoo.load("savos-chewing-gum").name == "savos"
+
+
+def test_package_data_comes_before_the_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel's amodalkit/_zoo/ wins; a clone reads zoo/; with neither the error names the package's copy."""
+    monkeypatch.delenv("AMODALKIT_ZOO_REGISTRY", raising=False)
+    assert zoo.zoo_dir() == REPO_ZOO and zoo.registry_path() == REPO_ZOO / "registry.json"
+    package = tmp_path / "site-packages" / "amodalkit"
+    monkeypatch.setattr(zoo, "resources", SimpleNamespace(files=lambda _: package))
+    assert zoo.zoo_dir() == REPO_ZOO
+    (package / "_zoo").mkdir(parents=True)
+    shutil.copyfile(REPO_ZOO / "registry.json", package / "_zoo" / "registry.json")
+    assert zoo.registry_path() == package / "_zoo" / "registry.json"
+    monkeypatch.setenv("AMODALKIT_ZOO_REGISTRY", "")
+    assert zoo.registry_path() == package / "_zoo" / "registry.json"
+    (package / "_zoo" / "registry.json").unlink()
+    monkeypatch.setattr(zoo, "REPO_ZOO", tmp_path / "site-packages" / "zoo")
+    with pytest.raises(AmodalkitError, match="zoo registry not found") as err:
+        zoo.load_registry()
+    assert str(package / "_zoo" / "registry.json") in str(err.value)
 
 
 def test_unknown_name_and_malformed_registry(registry: Path) -> None:
