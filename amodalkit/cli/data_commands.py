@@ -64,7 +64,7 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
 @click.option("--backend", default="dis", show_default=True, help="dis | flownet2 | ptlflow:NAME")
 @click.option("--checkpoint", help="Weights: FlowNet2_checkpoint.pth.tar for flownet2, a ptlflow "
               "checkpoint name or file for ptlflow:NAME.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] (flow networks).")
 @click.option("--batch-size", default=4, show_default=True, type=int, help="Frame pairs per network call.")
 @click.option("--frames", "frames_glob", help="Instead of shards: a quoted glob of frames, e.g. 'DIR/*.png'.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -122,16 +122,20 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
               help="Keep this class only: car, pedestrian or an id (repeatable).")
 @click.option("--tracker", type=click.Choice(["file", "builtin"]),
               help="file: keep the ids of --mots (default); builtin: link masks (default with --masks).")
-@click.option("--flow", "flow_backend", help="Compute and store flow with this backend (e.g. dis); the "
-              "builtin tracker then warps masks along it.")
+@click.option("--flow", "flow_backend", help="Compute and store flow with this backend (dis, flownet2, "
+              "ptlflow:NAME); the builtin tracker then warps masks along it.")
+@click.option("--flow-checkpoint", help="Weights for --flow: FlowNet2_checkpoint.pth.tar for flownet2, a "
+              "ptlflow checkpoint name or file for ptlflow:NAME.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] (flow networks).")
 @click.option("--iou-threshold", default=0.3, show_default=True, type=float, help="Builtin tracker: min IoU.")
 @click.option("--max-gap", default=3, show_default=True, type=int,
               help="Builtin tracker: frames a track may miss.")
 @click.option("--name", help="Video name in the shard (default: the frames' folder name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt: str,
-           classes: tuple[str, ...], tracker: str | None, flow_backend: str | None, iou_threshold: float,
-           max_gap: int, name: str | None, quiet: bool) -> None:
+           classes: tuple[str, ...], tracker: str | None, flow_backend: str | None,
+           flow_checkpoint: str | None, device: str, iou_threshold: float, max_gap: int, name: str | None,
+           quiet: bool) -> None:
     """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
     import glob
 
@@ -140,10 +144,11 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
 
     check_writable(out, "--out shard")
     sources = [str(Path(glob.escape(s)) / "*.png") if Path(s).is_dir() else s for s in (mots, masks) if s]
-    refuse_overwrite({"--out": out}, [*list_frame_files(frames_glob), *sources])
+    refuse_overwrite({"--out": out}, [*list_frame_files(frames_glob), *sources, flow_checkpoint])
     video = build_tracks_shard(out, frames_glob, mots=mots, masks=masks, fmt=fmt, classes=classes or None,
                                tracker=tracker, flow=flow_backend, iou_threshold=iou_threshold,
-                               max_gap=max_gap, name=name, quiet=quiet)
+                               max_gap=max_gap, name=name, quiet=quiet, flow_checkpoint=flow_checkpoint,
+                               device=device)
     click.echo(f"wrote {out}: video {video.name!r}, {video.num_frames} frames, {video.num_objects} tracks")
 
 
@@ -166,7 +171,9 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
                    "masks, same files, linked by the built-in tracker).")
 @click.option("--flow", default="dis", show_default=True, help="Flow backend: dis | flownet2 | ptlflow:NAME.")
 @click.option("--checkpoint", default=None, help="FlowNet2_checkpoint.pth.tar for --flow flownet2.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (flow networks).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto | cpu | cuda[:N] (flow networks; with --jobs N, auto and cuda give worker i the GPU "
+                   "i modulo the GPUs visible).")
 @click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the by-drive split.")
 @click.option("--match-tolerance", default=0, show_default=True, type=int,
               help="Largest per-channel grey-level difference accepted between object image and raw frame.")

@@ -14,13 +14,15 @@ the frame column being the raw frame number of that drive: PointTrack's exported
 (per-drive track counters, class 1 = car) for ``pointtrack:``; per-frame instance masks with
 arbitrary ids, linked here by the built-in tracker, for ``builtin:``.
 
-The build, per drive (one joblib task, or one Dask task with ``scheduler``):
+The build, per drive (one joblib task, or one Dask task with ``scheduler``; with ``--jobs N``
+and GPUs, worker i computes flow on GPU ``i % GPUs`` in a process of its own, see
+:func:`worker_device`):
 
 1. every KINS image whose raw frame is pixel-verified (see the match report) and that has
    at least one car annotation becomes an *annotated frame*; its clip is the `context` raw
    frames before and after it (cut at the drive's ends);
 2. overlapping clips are read together (segments of at most ``MAX_SEGMENT`` frames):
-   frames, forward + backward flow of the chosen backend, car tracks;
+   frames, forward + backward flow of the chosen backend (in one pass), car tracks;
 3. each clip is one shard video: visible masks and tracks of the tracked cars; on the
    annotated frame, tracked cars and KINS cars are paired by Hungarian assignment on
    visible-mask IoU (tracked mask vs KINS inmodal mask), pairs below 0.5 dropped; a paired
@@ -41,8 +43,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
@@ -56,6 +59,9 @@ from amodalkit.io.atomic import claim_output_dir, remove_stale_temps, write_json
 from amodalkit.io.images import header_size
 from amodalkit.io.paths import check_relative
 from amodalkit.io.shards import ShardReader, Video, flow_for_storage, write_shard
+
+if TYPE_CHECKING:
+    from amodalkit.preprocess.flow.backends import FlowBackend
 
 DEFAULT_CONTEXT = 10
 MAX_SEGMENT = 64
@@ -71,6 +77,7 @@ SUMMARY_FILE = "summary.json"
 STATS_DIR = "stats"
 HIST_BINS = 10
 FLOW_CHUNK = 8
+FLOW_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,10 @@ class BuildConfig:
             raise AmodalkitError("--context must be >= 0")
         if self.match_tolerance < 0:
             raise AmodalkitError("--match-tolerance must be >= 0")
+        if self.device not in ("auto", "cpu"):
+            from amodalkit.device import check_device_name
+
+            check_device_name(self.device)
         return parse_tracks_spec(self.tracks)
 
     def content(self) -> dict:
@@ -243,14 +254,19 @@ def assign_splits(weights: dict[str, int], seed: int,
     return {s: sorted(v) for s, v in out.items()}
 
 
-def _flow16(backend: object, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Flow of frame pairs in small chunks, stored as float16: (N, H, W, 2)."""
-    n, h, w = first.shape[:3]
-    out = np.zeros((n, h, w, 2), np.float16)
+def _flow16(backend: FlowBackend, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward flow of a segment's (T, H, W, 3) frames as float16, both (T-1, H, W, 2).
+
+    One pass in chunks of ``FLOW_CHUNK`` frame pairs (so the float32 flow in memory stays
+    small), ``FLOW_BATCH`` pairs per network call: one frame pair in both directions.
+    """
+    n, h, w = max(len(frames) - 1, 0), *frames.shape[1:3]
+    fwd, bwd = np.zeros((n, h, w, 2), np.float16), np.zeros((n, h, w, 2), np.float16)
     for a in range(0, n, FLOW_CHUNK):
         b = min(a + FLOW_CHUNK, n)
-        out[a:b] = flow_for_storage(backend.compute_pairs(first[a:b], second[a:b]))
-    return out
+        f, bk = backend.compute_both(frames[a:b + 1], FLOW_BATCH)
+        fwd[a:b], bwd[a:b] = flow_for_storage(f), flow_for_storage(bk)
+    return fwd, bwd
 
 
 def _read_drive_tracks(spec: TracksSpec, drive: str, frames: set[int],
@@ -332,8 +348,7 @@ def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     for group in groups:
         seg = list(range(min(windows[i][0] for i in group), max(windows[i][-1] for i in group) + 1))
         frames = raw.read_frames(task.drive, seg)
-        fwd = _flow16(backend, frames[:-1], frames[1:])
-        bwd = _flow16(backend, frames[1:], frames[:-1])
+        fwd, bwd = _flow16(backend, frames)
         seg_instances = _segment_instances(spec, instances, seg, fwd)
         for i in sorted(group, key=lambda i: task.frames[i].frame):
             af, win = task.frames[i], windows[i]
@@ -353,6 +368,27 @@ def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     bar.close()
 
 
+def worker_device(device: str, worker_index: int, n_gpus: int) -> str:
+    """The device of local worker `worker_index`: ``auto`` and ``cuda`` go round-robin over `n_gpus` GPUs.
+
+    Worker i gets ``cuda:{i % n_gpus}``; ``cpu``, an explicit ``cuda:N`` and any device when no
+    GPU is visible stay as given (so ``cuda`` without a GPU still fails where it is resolved).
+    """
+    if device in ("auto", "cuda") and n_gpus > 0:
+        return f"cuda:{worker_index % n_gpus}"
+    return device
+
+
+def worker_devices(device: str, jobs: int) -> list[str]:
+    """:func:`worker_device` of each of `jobs` local workers, over the GPUs torch sees."""
+    if device == "cpu" or jobs == 1:
+        return [device] * jobs
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    return [worker_device(device, i, n_gpus) for i in range(jobs)]
+
+
 def build_drive(task: DriveTask) -> dict:
     """Write one drive's shard and its statistics; return the statistics (a joblib/Dask task)."""
     stats = DriveStats(task.drive, task.split, task.key)
@@ -362,6 +398,11 @@ def build_drive(task: DriveTask) -> dict:
     write_shard(task.out_path, _drive_videos(task, stats), provenance)
     write_json(task.stats_path, asdict(stats))
     return asdict(stats)
+
+
+def build_drive_on(task: DriveTask, device: str) -> dict:
+    """:func:`build_drive` with the flow network on `device` (the device decides no content)."""
+    return build_drive(replace(task, config=replace(task.config, device=device)))
 
 
 def _done_stats(task: DriveTask) -> dict | None:
@@ -403,6 +444,52 @@ def run_tasks(func: Callable[[DriveTask], dict], tasks: Sequence[DriveTask], job
             return list(tqdm(Parallel(return_as="generator")(work), **bar))
     finally:
         client.close()
+
+
+def run_on_devices(func: Callable[[DriveTask, str], dict], tasks: Sequence[DriveTask], devices: Sequence[str],
+                   quiet: bool = False) -> list[dict]:
+    """Run ``func(task, devices[i])`` in one worker process per device, worker i always on ``devices[i]``.
+
+    Each worker takes the next task as it becomes free (balanced like joblib); results come
+    in the order they finish. The first failure stops the others from taking new tasks and
+    is raised. Workers are spawned, never forked (CUDA does not survive ``fork``).
+    """
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    pending = list(reversed(tasks))
+    lock = threading.Lock()
+    stop = threading.Event()
+    results: list[dict] = []
+    context = multiprocessing.get_context("spawn")
+
+    def lane(device: str, bar: tqdm) -> None:
+        with ProcessPoolExecutor(1, mp_context=context) as worker:
+            while not stop.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    task = pending.pop()
+                try:
+                    result = worker.submit(func, task, device).result()
+                except BaseException:
+                    stop.set()
+                    raise
+                with lock:
+                    results.append(result)
+                    bar.update()
+
+    with tqdm(total=len(tasks), desc="drives", unit="drive", disable=quiet) as bar, \
+            ThreadPoolExecutor(len(devices)) as lanes:
+        futures = [lanes.submit(lane, d, bar) for d in devices]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            stop.set()
+            raise
+    return results
 
 
 def _histogram(rates: Sequence[float]) -> dict[str, int]:
@@ -518,7 +605,12 @@ def build_kins_video(kitti_raw: str | Path, kitti_devkit: str | Path, kitti_obje
         if done[t.drive] is None:
             for stale in out.glob(f"*-{t.drive}.h5"):
                 stale.unlink()
-    results = {r["drive"]: r for r in run_tasks(build_drive, todo, jobs, scheduler, quiet)}
+    devices = worker_devices(config.device, jobs) if scheduler is None else [config.device]
+    if len(set(devices)) > 1 and len(todo) > 1:
+        done_now = run_on_devices(build_drive_on, todo, devices[:len(todo)], quiet)
+    else:
+        done_now = run_tasks(build_drive, todo, jobs, scheduler, quiet)
+    results = {r["drive"]: r for r in done_now}
     stats = [done[t.drive] or results[t.drive] for t in tasks]
     summary = summarize(stats, report_json, splits)
     summary["skipped_drives"] = sorted(d for d, s in done.items() if s is not None)

@@ -20,7 +20,8 @@ Layout of one shard (``schema_version`` 1)::
 
 Every per-frame dataset is chunked one frame per chunk and gzip-compressed. Shards are
 written under a temporary name and renamed when complete, so a file with the final name is
-always whole. Only this module calls ``create_dataset``.
+always whole; :func:`replace_flow` rewrites only the flow datasets of a shard (the rest is
+copied as stored) under the same rule. Only this module calls ``create_dataset``.
 
 Reading validates before allocating: attribute types (``schema_version`` and ``n_videos``
 integers, ``provenance`` a JSON object, ``flow_backend`` a string), that ``/videos`` and
@@ -134,6 +135,14 @@ def _expected_shapes(v: Video) -> dict[str, tuple[tuple[int, ...], tuple[str, ..
     }
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """No NaN or infinity in `arr`; float16 is checked on its bits (exponent all ones), much faster."""
+    arr = np.asarray(arr)
+    if arr.dtype == np.float16:
+        return bool(((arr.view(np.uint16) & 0x7C00) != 0x7C00).all())
+    return bool(np.isfinite(arr).all())
+
+
 def _dtype_ok(dtype: np.dtype, allowed: tuple[str, ...]) -> bool:
     code = dtype.str[1:]
     return code in allowed or dtype.kind in allowed
@@ -163,35 +172,42 @@ def validate_video(v: Video, where: str | Path | None = None) -> None:
                              f"but the video has {v.num_objects} objects", where)
     for name in FLOW_FIELDS:
         arr = getattr(v, name)
-        if arr is not None and not np.isfinite(arr).all():
+        if arr is not None and not _all_finite(arr):
             raise AmodalkitError(f"{label}: {name} holds NaN or infinite values", where)
+
+
+def _put(group: h5py.Group, name: str, data: np.ndarray, chunks: tuple[int, ...] | None) -> None:
+    """The one ``create_dataset``: chunked and gzip-compressed where `chunks` is given and data not empty."""
+    opts = COMPRESSION if chunks is not None and data.size else {}
+    group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
+
+
+def _put_flow(group: h5py.Group, name: str, flow: np.ndarray) -> None:
+    """A ``(T-1, H, W, 2)`` flow dataset as float16, one frame per chunk."""
+    n, h, w = flow.shape[:3]
+    _put(group, name, np.ascontiguousarray(flow, np.float16), (1, h, w, 2) if n else None)
 
 
 def _write_video(group: h5py.Group, v: Video) -> None:
     h, w = v.size
-    t = v.num_frames
     k = v.num_objects
 
-    def put(name: str, data: np.ndarray, chunks: tuple[int, ...] | None) -> None:
-        opts = COMPRESSION if chunks is not None and data.size else {}
-        group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
-
-    put("frames", np.ascontiguousarray(v.frames, np.uint8), (1, h, w, 3))
-    put("visible_ids", np.ascontiguousarray(v.visible_ids, np.uint16), (1, h, w))
-    put("amodal", np.ascontiguousarray(v.amodal, bool), (1, 1, h, w) if k else None)
-    put("amodal_annotated", np.asarray(v.amodal_annotated, bool), None)
-    put("presence", np.asarray(v.presence, bool), None)
-    put("track_ids", np.asarray(v.track_ids, np.int64), None)
+    _put(group, "frames", np.ascontiguousarray(v.frames, np.uint8), (1, h, w, 3))
+    _put(group, "visible_ids", np.ascontiguousarray(v.visible_ids, np.uint16), (1, h, w))
+    _put(group, "amodal", np.ascontiguousarray(v.amodal, bool), (1, 1, h, w) if k else None)
+    _put(group, "amodal_annotated", np.asarray(v.amodal_annotated, bool), None)
+    _put(group, "presence", np.asarray(v.presence, bool), None)
+    _put(group, "track_ids", np.asarray(v.track_ids, np.int64), None)
     group.create_dataset(
         "source_frame_ids", data=np.asarray([str(s) for s in v.source_frame_ids], dtype=object),
         dtype=h5py.string_dtype(),
     )
-    for name in ("flow", "flow_backward"):
+    for name in FLOW_FIELDS:
         arr = getattr(v, name)
         if arr is not None:
-            put(name, np.ascontiguousarray(arr, np.float16), (1, h, w, 2) if t > 1 else None)
+            _put_flow(group, name, arr)
     if v.object_class is not None:
-        put("object_class", np.asarray(v.object_class, np.int32), None)
+        _put(group, "object_class", np.asarray(v.object_class, np.int32), None)
     group.attrs["provenance"] = json.dumps(v.provenance, sort_keys=True)
     group.attrs["flow_backend"] = v.flow_backend
 
@@ -422,7 +438,7 @@ class ShardReader:
             raise AmodalkitError(f"video {self.video_names[index]!r}: visible_ids refers to object "
                                  f"{int(data.max())} but the video has {self._meta[index]['num_objects']} "
                                  "objects", self.path)
-        if name in FLOW_FIELDS and not np.isfinite(data).all():
+        if name in FLOW_FIELDS and not _all_finite(data):
             raise AmodalkitError(f"video {self.video_names[index]!r}: {name} holds NaN or infinite values",
                                  self.path)
         return _decode_strings(data) if name == "source_frame_ids" else data
@@ -533,3 +549,86 @@ def update_shard(path: str | Path, transform: Callable[[Video], Video],
         prov.update(provenance_update or {})
         videos = (transform(reader.read_video(i)) for i in range(len(reader)))
         return write_shard(path, videos, prov)
+
+
+def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
+    """Every attribute of `src` onto `dst`, with its stored type."""
+    for key in src.attrs:
+        dst.attrs.create(key, src.attrs[key], dtype=src.attrs.get_id(key).dtype)
+
+
+def _copy_member(source: h5py.Group, group: h5py.Group, member: str, path: Path) -> None:
+    """HDF5 object copy of one member (chunks as stored, never decoded), errors naming the shard."""
+    try:
+        source.copy(source[member], group, name=member)
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
+        raise AmodalkitError(f"cannot copy {source.name}/{member} (corrupt shard: {exc})", path) from exc
+
+
+def _checked_flow(flow: np.ndarray, meta: dict, video: str, name: str, path: Path) -> np.ndarray:
+    """`flow` as float16 after checking it against the video's shape facts (and that it is finite)."""
+    flow = np.asarray(flow)
+    h, w = meta["size"]
+    shape = (max(meta["num_frames"] - 1, 0), h, w, 2)
+    if flow.shape != shape:
+        raise AmodalkitError(f"video {video!r}: {name} has shape {flow.shape}, expected {shape}", path)
+    if not _dtype_ok(flow.dtype, ("f2", "f4")):
+        raise AmodalkitError(f"video {video!r}: {name} has dtype {flow.dtype}, expected float16 or float32",
+                             path)
+    with np.errstate(over="ignore"):
+        flow = np.ascontiguousarray(flow, np.float16)
+    if not _all_finite(flow):
+        raise AmodalkitError(f"video {video!r}: {name} holds NaN or infinite values (as float16)", path)
+    return flow
+
+
+def _sync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk; folders where the OS refuses are skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def replace_flow(path: str | Path, flow_of: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 flow_backend: str, provenance_update: dict | None = None) -> Path:
+    """Replace ``flow`` and ``flow_backward`` of every video of a shard, copying all else undecoded; atomic.
+
+    `flow_of(name, frames)` gets each video's ``(T, H, W, 3)`` frames (read once from the
+    shard) and returns its forward and backward flow, each ``(T-1, H, W, 2)``. Every other
+    dataset and attribute goes into a temporary file beside the shard as an HDF5 object copy
+    (compressed chunks move as stored, nothing is decoded or re-encoded); the new flow is
+    written as :func:`write_shard` writes it (float16, one frame per chunk, gzip) with the
+    video's ``flow_backend`` set, and the root provenance is updated with `provenance_update`.
+    The file is synced and renamed over `path`, so a kill at any point leaves the old shard whole.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with ShardReader(path) as reader, h5py.File(tmp, "w", libver=("earliest", "v110")) as dst:
+            src = reader._handle()
+            _copy_attrs(src, dst)
+            dst.attrs["provenance"] = json.dumps({**reader.provenance, **(provenance_update or {})},
+                                                 sort_keys=True)
+            videos = dst.create_group("videos")
+            for i, name in enumerate(reader.video_names):
+                source, group = src["videos"][name], videos.create_group(name)
+                _copy_attrs(source, group)
+                for member in source:
+                    if member not in FLOW_FIELDS:
+                        _copy_member(source, group, member, path)
+                pair = flow_of(name, reader.read_field(i, "frames"))
+                for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
+                    _put_flow(group, field_name, _checked_flow(flow, reader.meta(i), name, field_name, path))
+                group.attrs["flow_backend"] = flow_backend
+        _sync(tmp)
+    _sync(path.parent)
+    return path

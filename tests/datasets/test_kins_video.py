@@ -13,6 +13,7 @@ from dataset_fixtures import DRIVES, UNMAPPED, WRONG_OTHER_DRIVE, WRONG_RECOVERA
 from pycocotools.coco import COCO
 
 from amodalkit.cli.app import main
+from amodalkit.datasets import kins_video
 from amodalkit.datasets.kins_video import (
     BuildConfig,
     assign_splits,
@@ -20,7 +21,10 @@ from amodalkit.datasets.kins_video import (
     clip_window,
     group_windows,
     pair_objects,
+    run_on_devices,
     run_tasks,
+    worker_device,
+    worker_devices,
 )
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import ShardReader, iter_videos
@@ -168,6 +172,88 @@ def test_windows_pairs_and_splits() -> None:
     assert assign_splits(weights, 1) != s1
 
 
+FIELDS = ("frames", "visible_ids", "amodal", "amodal_annotated", "presence", "track_ids", "flow",
+          "flow_backward", "object_class")
+
+
+def _assert_same_build(a_dir: Path, b_dir: Path) -> None:
+    assert sorted(p.name for p in b_dir.glob("*.h5")) == sorted(p.name for p in a_dir.glob("*.h5"))
+    for p in sorted(a_dir.glob("*.h5")):
+        with ShardReader(p) as a, ShardReader(b_dir / p.name) as b:
+            assert a.video_names == b.video_names
+            for i in range(len(a)):
+                va, vb = a.read_video(i), b.read_video(i)
+                for name in FIELDS:
+                    assert np.array_equal(getattr(va, name), getattr(vb, name)), name
+                assert va.provenance == vb.provenance
+
+
+def test_worker_device_round_robin() -> None:
+    assert [worker_device("cuda", i, 2) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert [worker_device("auto", i, 3) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert [worker_device("cpu", i, 4) for i in range(2)] == ["cpu", "cpu"]
+    assert [worker_device("cuda:1", i, 4) for i in range(2)] == ["cuda:1", "cuda:1"]
+    assert worker_device("auto", 3, 0) == "auto" and worker_device("cuda", 1, 0) == "cuda"
+    assert worker_devices("cpu", 3) == ["cpu"] * 3 and worker_devices("cuda", 1) == ["cuda"]
+
+
+def test_flow_of_a_segment_is_both_passes_in_chunks(kitti_world: KittiWorld) -> None:
+    from amodalkit.datasets.kitti import KittiRaw
+    from amodalkit.io.shards import flow_for_storage
+    from amodalkit.preprocess.flow.backends import DISBackend
+
+    frames = KittiRaw(kitti_world.raw).read_frames(DRIVES[0][1], list(range(kins_video.FLOW_CHUNK + 3)))
+    dis = DISBackend()
+    fwd, bwd = kins_video._flow16(dis, frames)
+    assert fwd.dtype == np.float16 and fwd.shape == (kins_video.FLOW_CHUNK + 2, *frames.shape[1:3], 2)
+    np.testing.assert_array_equal(fwd, flow_for_storage(dis.compute(frames)))
+    np.testing.assert_array_equal(bwd, flow_for_storage(dis.compute_backward(frames)))
+
+
+def test_jobs_2_on_cpu_matches_jobs_1(built: Path, kitti_world: KittiWorld, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *build_args(kitti_world, tmp_path / "j2", "--jobs", "2", "--device", "cpu"))
+    assert code == 0, err
+    _assert_same_build(built, tmp_path / "j2")
+
+
+def test_one_worker_per_device_matches_jobs_1(built: Path, kitti_world: KittiWorld, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU path (worker i pinned to devices[i]) on two CPU devices: cpu, and auto (the CPU here)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("auto is a GPU here")
+    used = []
+
+    def two_devices(device: str, jobs: int) -> list[str]:
+        used.append((device, jobs))
+        return ["cpu", "auto"][:jobs]
+
+    monkeypatch.setattr(kins_video, "worker_devices", two_devices)
+    cfg = BuildConfig(tracks=f"pointtrack:{kitti_world.pointtrack}", context=3, device="cuda")
+    build_kins_video(kitti_world.raw, kitti_world.devkit, kitti_world.object, [kitti_world.kins_2020],
+                     tmp_path / "lanes", cfg, jobs=2, quiet=True)
+    assert used == [("cuda", 2)]
+    _assert_same_build(built, tmp_path / "lanes")
+
+
+def test_run_on_devices_takes_every_task_once_and_raises_the_first_failure() -> None:
+    import operator
+
+    tasks = [{"cpu": i, "auto": i} for i in range(5)]
+    assert sorted(run_on_devices(operator.getitem, tasks, ["cpu", "auto"], quiet=True)) == list(range(5))
+    with pytest.raises(KeyError, match="cpu"):
+        run_on_devices(operator.getitem, [{"cpu": 1}, {}, {"cpu": 2}], ["cpu"], quiet=True)
+
+
+def test_build_refuses_a_malformed_device(kitti_world: KittiWorld, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *build_args(kitti_world, tmp_path / "x", "--device", "gpu0"))
+    assert code == 2 and "--device must be auto, cpu, cuda or cuda:N" in err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="dask[distributed] not installed")
 def test_dask_scheduler_matches_jobs_1(built: Path, kitti_world: KittiWorld, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,16 +265,7 @@ def test_dask_scheduler_matches_jobs_1(built: Path, kitti_world: KittiWorld, tmp
         code, _, err = run(capsys, *build_args(kitti_world, tmp_path / "d", "--scheduler",
                                                cluster.scheduler_address))
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "d").glob("*.h5")) == sorted(p.name for p in built.glob("*.h5"))
-    for p in sorted(built.glob("*.h5")):
-        with ShardReader(p) as a, ShardReader(tmp_path / "d" / p.name) as b:
-            assert a.video_names == b.video_names
-            for i in range(len(a)):
-                va, vb = a.read_video(i), b.read_video(i)
-                for name in ("frames", "visible_ids", "amodal", "amodal_annotated", "presence", "track_ids",
-                             "flow", "flow_backward", "object_class"):
-                    assert np.array_equal(getattr(va, name), getattr(vb, name)), name
-                assert va.provenance == vb.provenance
+    _assert_same_build(built, tmp_path / "d")
 
 
 def test_bad_image_name_error_names_the_kins_json(kitti_world: KittiWorld, tmp_path: Path,

@@ -8,10 +8,13 @@ import pytest
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import (
+    ALL_FIELDS,
     SCHEMA_VERSION,
     ShardReader,
     Video,
+    _all_finite,
     expand_shard_paths,
+    replace_flow,
     update_shard,
     write_shard,
 )
@@ -255,3 +258,112 @@ def test_ids_are_checked_even_without_objects(tmp_path: Path) -> None:
              "presence": np.zeros((0, t), bool), "track_ids": np.zeros(0, np.int64)}
     with pytest.raises(AmodalkitError, match="refers to object 1 but the video has 0"):
         write_shard(tmp_path / "a.h5", [v.__class__(**{**v.__dict__, **empty})])
+
+
+def _new_flows(videos: list[Video]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    return {v.name: tuple((rng.normal(size=(v.num_frames - 1, *v.size, 2)) * 4).astype(np.float16)
+                          for _ in range(2)) for v in videos}
+
+
+def _assert_same_shards(a: Path, b: Path) -> None:
+    with ShardReader(a) as ra, ShardReader(b) as rb:
+        assert ra.video_names == rb.video_names
+        assert ra.provenance == rb.provenance and ra.schema_version == rb.schema_version
+        for i in range(len(ra)):
+            assert ra.meta(i) == rb.meta(i)
+            va, vb = ra.read_video(i), rb.read_video(i)
+            for name in ALL_FIELDS:
+                x, y = getattr(va, name), getattr(vb, name)
+                assert (x is None) == (y is None), name
+                if x is not None:
+                    assert x.dtype == y.dtype and np.array_equal(x, y), name
+            assert va.provenance == vb.provenance and va.flow_backend == vb.flow_backend
+
+
+def test_replace_flow_reads_back_like_update_shard(tmp_path: Path) -> None:
+    videos = [make_video("v0"), make_video("v1", t=1), make_video("v2", k=1, h=5, w=7)]
+    videos[0].object_class = np.array([3, 4], np.int32)
+    original = write_shard(tmp_path / "orig.h5", videos, {"who": "test"})
+    flows = _new_flows(videos)
+    old, new = tmp_path / "old.h5", tmp_path / "new.h5"
+    old.write_bytes(original.read_bytes())
+    new.write_bytes(original.read_bytes())
+    update_shard(old, lambda v: v.evolve(flow=flows[v.name][0], flow_backward=flows[v.name][1],
+                                         flow_backend="dis"), {"flow": {"backend": "dis"}})
+    seen = {}
+
+    def flow_of(name: str, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen[name] = frames
+        return flows[name][0].astype(np.float32), flows[name][1]
+
+    assert replace_flow(new, flow_of, "dis", {"flow": {"backend": "dis"}}) == new
+    assert sorted(seen) == ["v0", "v1", "v2"]
+    assert all(np.array_equal(seen[v.name], v.frames) for v in videos)
+    _assert_same_shards(new, old)
+    with ShardReader(new) as r:
+        assert r.provenance == {"who": "test", "flow": {"backend": "dis"}}
+    with h5py.File(new) as f, h5py.File(original) as g:
+        for name in ("flow", "flow_backward"):
+            ds = f[f"videos/v0/{name}"]
+            assert ds.dtype == np.float16 and ds.chunks == (1, 8, 10, 2) and ds.compression == "gzip"
+            assert f[f"videos/v1/{name}"].shape == (0, 8, 10, 2)
+        for name in ("frames", "visible_ids", "amodal"):
+            a, b = f[f"videos/v0/{name}"], g[f"videos/v0/{name}"]
+            assert (a.chunks, a.compression, a.shuffle) == (b.chunks, b.compression, b.shuffle)
+            assert a.id.get_storage_size() == b.id.get_storage_size()
+
+
+def test_replace_flow_twice_does_not_grow_the_file(tmp_path: Path) -> None:
+    videos = [make_video("v0", t=6), make_video("v1", t=6)]
+    path = write_shard(tmp_path / "a.h5", videos)
+    flows = _new_flows(videos)
+    replace_flow(path, lambda name, frames: flows[name], "dis")
+    size = path.stat().st_size
+    replace_flow(path, lambda name, frames: flows[name], "dis")
+    assert path.stat().st_size == size
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f[:, :-1], r"'v0': flow has shape \(2, 7, 10, 2\), expected \(2, 8, 10, 2\)"),
+    (lambda f: f.astype(np.float64), "'v0': flow has dtype float64"),
+    (lambda f: np.full_like(f, np.nan), "'v0': flow holds NaN"),
+    (lambda f: np.full(f.shape, 1e6, np.float32), "'v0': flow holds NaN or infinite values"),
+])
+def test_replace_flow_refuses_bad_flow_and_keeps_the_shard(tmp_path: Path, change, message: str) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video()])
+    before = path.read_bytes()
+    fwd = np.zeros((2, 8, 10, 2), np.float16)
+    with pytest.raises(AmodalkitError, match=message) as err:
+        replace_flow(path, lambda name, frames: (change(fwd), fwd), "dis")
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+
+
+def test_replace_flow_killed_midway_leaves_the_shard(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "a.h5", [make_video("v0"), make_video("v1")])
+    before = path.read_bytes()
+    calls = []
+
+    def flow_of(name: str, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return np.zeros((2, 8, 10, 2), np.float16), np.zeros((2, 8, 10, 2), np.float16)
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_flow(path, flow_of, "dis")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+    with pytest.raises(AmodalkitError, match="does not exist"):
+        replace_flow(tmp_path / "missing.h5", flow_of, "dis")
+
+
+def test_float16_finite_check_matches_numpy_on_every_bit_pattern() -> None:
+    every = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.isfinite(every)
+    assert finite.sum() == 2 ** 16 - 2 * 2 ** 10
+    for value, ok in zip(every, finite, strict=True):
+        assert _all_finite(np.array([value, 0], np.float16)) == ok
+    assert _all_finite(every[finite]) and not _all_finite(np.array([1.0, np.inf], np.float32))

@@ -11,11 +11,12 @@ from cli_helpers import assert_one_line_error, run
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.flowio import read_flo, read_kitti_png, write_flo
-from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.io.shards import ShardReader, Video, flow_for_storage, update_shard, write_shard
 from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,
     FlowBackend,
+    FlowNet2Backend,
     end_point_error,
     get_flow_backend,
 )
@@ -44,8 +45,6 @@ def frame_folder(tmp_path: Path, cg_video) -> Path:
     for i, frame in enumerate(cg_video.frames[:5]):
         cv2.imwrite(str(folder / f"{i}.png"), frame[..., ::-1])
     return folder
-
-
 
 
 def textured_pair(shift: tuple[int, int], size: tuple[int, int] = (64, 96)) -> tuple[np.ndarray, np.ndarray]:
@@ -235,3 +234,111 @@ def test_cli_corrupt_flo_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     bad.write_bytes(b"XXXX" + good.read_bytes()[4:])
     code, _, err = run(capsys, "flow", "--inspect", str(bad))
     assert_one_line_error(code, err, str(bad), "magic number")
+
+
+class Recording(FlowBackend):
+    """Flow = (index of the first frame, index of the second) everywhere; records each call's pairs."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.provenance = {"backend": "recording"}
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        pairs = [(int(a[0, 0, 0]), int(b[0, 0, 0])) for a, b in zip(first, second, strict=True)]
+        self.calls.append(pairs)
+        out = np.empty((*first.shape[:3], 2), np.float32)
+        out[..., 0] = first[:, :1, :1, 0]
+        out[..., 1] = second[:, :1, :1, 0]
+        return out
+
+
+def numbered_frames(n: int) -> np.ndarray:
+    """n frames whose pixels all hold the frame's index."""
+    return np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 4, 5, 3)).copy()
+
+
+def test_compute_both_puts_both_directions_in_one_call() -> None:
+    rec = Recording()
+    done: list[int] = []
+    fwd, bwd = rec.compute_both(numbered_frames(4), batch_size=2, progress=done.append)
+    assert rec.calls == [[(0, 1), (1, 0)], [(1, 2), (2, 1)], [(2, 3), (3, 2)]]
+    assert done == [2, 2, 2]
+    np.testing.assert_array_equal(fwd[:, 0, 0], [[0, 1], [1, 2], [2, 3]])
+    np.testing.assert_array_equal(bwd[:, 0, 0], [[1, 0], [2, 1], [3, 2]])
+    rec.calls.clear()
+    rec.compute_both(numbered_frames(4), batch_size=4)
+    assert [len(c) for c in rec.calls] == [4, 2]
+    empty = rec.compute_both(numbered_frames(1))
+    assert empty[0].shape == empty[1].shape == (0, 4, 5, 2)
+    with pytest.raises(AmodalkitError, match="batch-size"):
+        rec.compute_both(numbered_frames(3), batch_size=0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+def test_dis_compute_both_equals_the_two_passes_exactly(cg_video, batch_size: int) -> None:
+    dis = DISBackend()
+    frames = cg_video.frames[:9]
+    fwd, bwd = dis.compute_both(frames, batch_size)
+    np.testing.assert_array_equal(fwd, dis.compute(frames, batch_size))
+    np.testing.assert_array_equal(bwd, dis.compute_backward(frames, batch_size))
+
+
+def test_flownet2_compute_both_equals_the_two_passes() -> None:
+    """Random official-init weights; both directions of both pairs in one network call."""
+    import torch
+
+    from amodalkit.preprocess.flow.flownet2 import FlowNet2, for_inference
+
+    torch.manual_seed(0)
+    backend = FlowNet2Backend.__new__(FlowNet2Backend)
+    backend.device, backend.model = "cpu", for_inference(FlowNet2())
+    frames = np.random.default_rng(0).integers(0, 255, (3, 30, 40, 3), dtype=np.uint8)
+    fwd, bwd = backend.compute_both(frames, batch_size=4)
+    ref_fwd, ref_bwd = backend.compute(frames, batch_size=2), backend.compute_backward(frames, batch_size=2)
+    assert np.abs(ref_fwd).max() > 1e-3 and not np.allclose(ref_fwd, ref_bwd)
+    scale = max(np.abs(ref_fwd).max(), np.abs(ref_bwd).max())
+    np.testing.assert_allclose(fwd, ref_fwd, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(bwd, ref_bwd, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_fill_shard_flow_reads_back_like_the_full_rewrite(small_shard: Path, tmp_path: Path) -> None:
+    """The flow-only rewrite gives what decoding and re-encoding the whole shard (two passes) gave."""
+    old = tmp_path / "old" / small_shard.name
+    old.parent.mkdir()
+    old.write_bytes(small_shard.read_bytes())
+    dis = DISBackend()
+
+    def two_pass(video: Video) -> Video:
+        return video.evolve(flow=flow_for_storage(dis.compute(video.frames)),
+                            flow_backward=flow_for_storage(dis.compute_backward(video.frames)),
+                            flow_backend=dis.name)
+
+    update_shard(old, two_pass, {"flow": dis.provenance})
+    counted: list[int] = []
+    fill_shard_flow(small_shard, dis, batch_size=3, progress=counted.append)
+    assert sum(counted) == 2 * 2 * 5
+    with ShardReader(small_shard) as new, ShardReader(old) as ref:
+        assert new.provenance == ref.provenance
+        for i in range(len(ref)):
+            assert new.meta(i) == ref.meta(i)
+            a, b = new.read_video(i), ref.read_video(i)
+            for name in ("frames", "visible_ids", "amodal", "amodal_annotated", "presence", "track_ids",
+                         "source_frame_ids", "flow", "flow_backward"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+            assert (a.provenance, a.flow_backend) == (b.provenance, b.flow_backend)
+
+
+def test_cli_device_accepts_cuda_n_and_refuses_junk(small_shard: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    code, _, err = run(capsys, "flow", str(small_shard), "--device", "gpu", "--quiet")
+    assert_one_line_error(code, err, "--device must be auto, cpu, cuda or cuda:N", "'gpu'")
+    code, out, err = run(capsys, "flow", str(small_shard), "--device", "cuda:1", "--quiet")
+    assert code == 0 and "dis flow in 1 shards" in out, err
+    if not torch.cuda.is_available():
+        code, _, err = run(capsys, "flow", str(small_shard), "--backend", "flownet2", "--checkpoint",
+                           str(tmp_path / "FlowNet2_checkpoint.pth.tar"), "--device", "cuda:1")
+        assert_one_line_error(code, err, "--device cuda:1", "no CUDA GPU")

@@ -306,6 +306,52 @@ def test_cli_flow_dis_is_stored(tmp_path: Path, mots_txt: Path, capsys) -> None:
         assert r.meta(0)["flow_backend"].startswith("dis")
 
 
+def test_cli_flow_checkpoint_and_device_reach_the_backend(tmp_path: Path, mots_txt: Path, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from amodalkit.preprocess.flow import backends
+
+    asked = []
+
+    def fake(name: str, checkpoint=None, device: str = "cpu", checkpoint_option: str = "--checkpoint"):
+        asked.append((name, checkpoint, device, checkpoint_option))
+        return backends.DISBackend()
+
+    monkeypatch.setattr(backends, "get_flow_backend", fake)
+    frames = write_frames(tmp_path / "f")
+    weights = tmp_path / "FlowNet2_checkpoint.pth.tar"
+    out = tmp_path / "flow.h5"
+    code = main(["tracks", "--mots", str(mots_txt), "--frames", str(frames), "--out", str(out), "--quiet",
+                 "--flow", "flownet2", "--flow-checkpoint", str(weights), "--device", "cuda:1"])
+    assert code == 0, capsys.readouterr().err
+    assert asked == [("flownet2", str(weights), "cuda:1", "--flow-checkpoint")]
+    with ShardReader(out) as r:
+        video = r.read_video(0)
+    dis = backends.DISBackend()
+    np.testing.assert_allclose(video.flow, dis.compute(video.frames), atol=0.01, rtol=1e-3)
+    np.testing.assert_allclose(video.flow_backward, dis.compute_backward(video.frames), atol=0.01, rtol=1e-3)
+
+
+def test_cli_flownet2_without_weights_is_one_line_error(tmp_path: Path, mots_txt: Path, capsys) -> None:
+    from cli_helpers import assert_one_line_error, run
+
+    frames = write_frames(tmp_path / "f")
+    out = tmp_path / "flow.h5"
+    args = ["tracks", "--mots", str(mots_txt), "--frames", str(frames), "--out", str(out), "--quiet"]
+    code, _, err = run(capsys, *args, "--flow", "flownet2")
+    assert_one_line_error(code, err, "needs --flow-checkpoint FlowNet2_checkpoint.pth.tar")
+    missing = tmp_path / "FlowNet2_checkpoint.pth.tar"
+    code, _, err = run(capsys, *args, "--flow", "flownet2", "--flow-checkpoint", str(missing),
+                       "--device", "cpu")
+    assert_one_line_error(code, err, str(missing), "not found")
+    code, _, err = run(capsys, *args, "--flow-checkpoint", str(missing))
+    assert_one_line_error(code, err, "--flow-checkpoint holds the weights of --flow")
+    code, _, err = run(capsys, *args, "--flow", "dis", "--flow-checkpoint", str(missing))
+    assert_one_line_error(code, err, "drop --flow-checkpoint")
+    code, _, err = run(capsys, *args, "--flow", "dis", "--device", "tpu")
+    assert_one_line_error(code, err, "--device must be auto, cpu, cuda or cuda:N")
+    assert not out.exists()
+
+
 def test_cli_malformed_line_is_one_line_error(tmp_path: Path, mots_txt: Path, capsys) -> None:
     with mots_txt.open("a") as f:
         f.write("7 1003 1 24 32\n")

@@ -13,7 +13,9 @@ Backends (``get_flow_backend(name, checkpoint, device)``):
 Every backend maps frame pairs to forward flow: ``compute_pairs(first, second)`` with
 ``(N, H, W, 3)`` uint8 RGB batches gives ``(N, H, W, 2)`` float32 flow such that
 ``second[y + v, x + u] ~ first[y, x]``. ``compute(frames)`` is the forward flow of a video
-(pairs t, t+1) and ``compute_backward(frames)`` the backward flow (pairs t+1, t).
+(pairs t, t+1), ``compute_backward(frames)`` the backward flow (pairs t+1, t), and
+``compute_both(frames)`` both in one pass: the pairs (t, t+1) and (t+1, t) side by side in
+the same network call (``batch_size`` pairs per call, as everywhere), same results.
 """
 
 from __future__ import annotations
@@ -60,8 +62,7 @@ class FlowBackend:
         first, second = _as_frames(first), _as_frames(second)
         if first.shape != second.shape:
             raise AmodalkitError(f"frame batches differ in shape: {first.shape} and {second.shape}")
-        if batch_size < 1:
-            raise AmodalkitError("--batch-size must be at least 1")
+        _check_batch_size(batch_size)
         n, h, w = first.shape[:3]
         out = np.empty((n, h, w, 2), np.float32)
         for start in range(0, n, batch_size):
@@ -81,6 +82,33 @@ class FlowBackend:
         """Backward flow of a video: ``(T, H, W, 3)`` -> ``(T-1, H, W, 2)``, entry t maps frame t+1 to t."""
         frames = _as_frames(frames)
         return self.compute_pairs(frames[1:], frames[:-1], batch_size, progress)
+
+    def compute_both(self, frames: np.ndarray, batch_size: int = 1,
+                     progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward and backward flow of a video in one pass: ``(T, H, W, 3)`` -> two ``(T-1, H, W, 2)``.
+
+        The pairs run in the order (0, 1), (1, 0), (1, 2), (2, 1), ..., `batch_size` of them
+        per :meth:`_pairs` call (one network call), so an even `batch_size` puts each frame
+        pair in both directions into one call; the results are those of :meth:`compute` and
+        :meth:`compute_backward` (exactly for DIS, to float rounding for the networks).
+        """
+        frames = _as_frames(frames)
+        _check_batch_size(batch_size)
+        n = max(len(frames) - 1, 0)
+        out = np.empty((2, n, *frames.shape[1:3], 2), np.float32)
+        order = np.arange(2 * n)
+        for start in range(0, 2 * n, batch_size):
+            chunk = order[start:start + batch_size]
+            t, backward = chunk // 2, chunk % 2
+            out[backward, t] = self._pairs(frames[t + backward], frames[t + 1 - backward])
+            if progress is not None:
+                progress(len(chunk))
+        return out[0], out[1]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise AmodalkitError("--batch-size must be at least 1")
 
 
 def _as_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -133,11 +161,12 @@ class FlowNet2Backend(_TorchBackend):
 
     name = "flownet2"
 
-    def __init__(self, checkpoint: str | Path | None, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | Path | None, device: str = "cpu",
+                 option: str = "--checkpoint") -> None:
         from amodalkit.preprocess.flow.flownet2 import load_flownet2
 
         if checkpoint is None:
-            raise AmodalkitError("the flownet2 backend needs --checkpoint FlowNet2_checkpoint.pth.tar "
+            raise AmodalkitError(f"the flownet2 backend needs {option} FlowNet2_checkpoint.pth.tar "
                                  "(the official NVIDIA/flownet2-pytorch weights)")
         self.device = resolve_device(device)
         self.model = load_flownet2(checkpoint, self.device)
@@ -156,14 +185,15 @@ class FlowNet2Backend(_TorchBackend):
 class PtlflowBackend(_TorchBackend):
     """Any model of the optional ptlflow package (RAFT, FlowNet2, ...), loaded by ptlflow."""
 
-    def __init__(self, model_name: str, checkpoint: str | Path | None, device: str = "cpu") -> None:
+    def __init__(self, model_name: str, checkpoint: str | Path | None, device: str = "cpu",
+                 option: str = "--checkpoint") -> None:
         try:
             import ptlflow
         except ImportError as exc:
             raise AmodalkitError("the ptlflow backend needs the optional ptlflow package: "
                                  "pip install ptlflow") from exc
         if checkpoint is None:
-            raise AmodalkitError(f"ptlflow:{model_name} needs --checkpoint: a ptlflow checkpoint name "
+            raise AmodalkitError(f"ptlflow:{model_name} needs {option}: a ptlflow checkpoint name "
                                  f"(e.g. things) or a checkpoint file")
         self.device = resolve_device(device)
         try:
@@ -185,38 +215,47 @@ class PtlflowBackend(_TorchBackend):
         return preds["flows"][:, 0].permute(0, 2, 3, 1).float().cpu().numpy()
 
 
-def _make_dis(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+def _make_dis(variant: str, checkpoint: str | Path | None, device: str, option: str) -> FlowBackend:
     if checkpoint is not None:
-        raise AmodalkitError("the dis backend uses no weights; drop --checkpoint", checkpoint)
+        raise AmodalkitError(f"the dis backend uses no weights; drop {option}", checkpoint)
     return DISBackend(variant or DEFAULT_DIS_PRESET)
 
 
-def _make_flownet2(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+def _make_flownet2(variant: str, checkpoint: str | Path | None, device: str, option: str) -> FlowBackend:
     if variant:
         raise AmodalkitError(f"flownet2 has no variants, got 'flownet2:{variant}'")
-    return FlowNet2Backend(checkpoint, device)
+    return FlowNet2Backend(checkpoint, device, option)
 
 
-def _make_ptlflow(variant: str, checkpoint: str | Path | None, device: str) -> FlowBackend:
+def _make_ptlflow(variant: str, checkpoint: str | Path | None, device: str, option: str) -> FlowBackend:
     if not variant:
-        raise AmodalkitError("name the ptlflow model: --backend ptlflow:NAME (e.g. ptlflow:raft)")
-    return PtlflowBackend(variant, checkpoint, device)
+        raise AmodalkitError("name the ptlflow model: ptlflow:NAME (e.g. ptlflow:raft)")
+    return PtlflowBackend(variant, checkpoint, device, option)
 
 
-BACKENDS: dict[str, Callable[[str, str | Path | None, str], FlowBackend]] = {
+BACKENDS: dict[str, Callable[[str, str | Path | None, str, str], FlowBackend]] = {
     "dis": _make_dis,
     "flownet2": _make_flownet2,
     "ptlflow": _make_ptlflow,
 }
 
 
-def get_flow_backend(name: str = "dis", checkpoint: str | Path | None = None,
-                     device: str = "cpu") -> FlowBackend:
-    """Build a backend by name: ``dis[:PRESET]``, ``flownet2`` or ``ptlflow:NAME``."""
+def get_flow_backend(name: str = "dis", checkpoint: str | Path | None = None, device: str = "cpu",
+                     checkpoint_option: str = "--checkpoint") -> FlowBackend:
+    """Build a backend by name: ``dis[:PRESET]``, ``flownet2`` or ``ptlflow:NAME``.
+
+    `device` (auto, cpu, cuda, cuda:N) is resolved by :func:`amodalkit.device.resolve_device`
+    in the network backends; DIS runs on the CPU, but a malformed name is refused for every
+    backend. `checkpoint_option` is the command's option for `checkpoint`, named in errors.
+    """
+    if device not in ("auto", "cpu"):
+        from amodalkit.device import check_device_name  # imports torch, which DIS on auto/cpu never needs
+
+        check_device_name(device)
     base, _, variant = name.partition(":")
     if base not in BACKENDS:
         raise AmodalkitError(f"unknown flow backend {name!r}; choose dis, flownet2 or ptlflow:NAME")
-    return BACKENDS[base](variant, checkpoint, device)
+    return BACKENDS[base](variant, checkpoint, device, checkpoint_option)
 
 
 def end_point_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -13,7 +13,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import output_lock, remove_stale_temps
 from amodalkit.io.images import imread, natural_key
 from amodalkit.io.paths import refuse_overwrite
-from amodalkit.io.shards import ShardReader, Video, flow_for_storage, update_shard
+from amodalkit.io.shards import ShardReader, flow_for_storage, replace_flow
 from amodalkit.preprocess.flow.backends import FlowBackend, Progress
 
 FRAME_FORMATS = {"flo": ".flo", "kitti-png": ".png"}
@@ -40,15 +40,16 @@ def shard_has_flow(path: Path, backend: FlowBackend) -> bool:
 
 def fill_shard_flow(path: str | Path, backend: FlowBackend, batch_size: int = 1,
                     progress: Progress = None) -> Path:
-    """Compute forward and backward flow (float16) of every video and rewrite the shard atomically."""
+    """Compute forward and backward flow (float16) of every video and replace the shard's flow atomically.
 
-    def transform(video: Video) -> Video:
-        fwd = backend.compute(video.frames, batch_size, progress)
-        bwd = backend.compute_backward(video.frames, batch_size, progress)
-        return video.evolve(flow=flow_for_storage(fwd), flow_backward=flow_for_storage(bwd),
-                            flow_backend=backend.name)
+    Only the frames are read and only the two flow datasets are written
+    (:func:`amodalkit.io.shards.replace_flow`); the other datasets are copied as stored.
+    """
+    def flow_of(name: str, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fwd, bwd = backend.compute_both(frames, batch_size, progress)
+        return flow_for_storage(fwd), flow_for_storage(bwd)
 
-    return update_shard(path, transform, {"flow": backend.provenance})
+    return replace_flow(path, flow_of, backend.name, {"flow": backend.provenance})
 
 
 def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: int = 1,

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size, header_size, imread, natural_key
 from amodalkit.io.shards import Video, flow_for_storage, write_shard
+from amodalkit.preprocess.flow.backends import FlowBackend
 from amodalkit.preprocess.tracks.formats import FrameInstances, parse_classes, read_tracks
 from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks
 
@@ -116,30 +117,32 @@ def frame_numbers_from_names(paths: Sequence[Path]) -> list[int]:
     return list(range(len(paths)))
 
 
-def _compute_flow(frames: np.ndarray, backend_name: str,
-                  quiet: bool) -> tuple[np.ndarray, np.ndarray, object]:
-    """Forward and backward flow (T-1, H, W, 2) float32 of frames, and the backend that made them."""
-    from amodalkit.preprocess.flow.backends import get_flow_backend
+FLOW_BATCH = 2
 
-    backend = get_flow_backend(backend_name)
-    with tqdm(total=2 * max(len(frames) - 1, 0), desc=f"flow {backend_name}", unit="pair",
+
+def _compute_flow(frames: np.ndarray, backend: FlowBackend, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward flow (T-1, H, W, 2) float32 of frames in one pass.
+
+    Each network call takes ``FLOW_BATCH`` pairs: one frame pair in both directions.
+    """
+    with tqdm(total=2 * max(len(frames) - 1, 0), desc=f"flow {backend.name}", unit="pair",
               disable=quiet) as bar:
-        fwd = backend.compute(frames, progress=bar.update)
-        bwd = backend.compute_backward(frames, progress=bar.update)
-    return fwd, bwd, backend
+        return backend.compute_both(frames, FLOW_BATCH, bar.update)
 
 
 def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | None = None,
                        masks: str | Path | None = None, fmt: str = "auto",
                        classes: Iterable[str | int] | None = None, tracker: str | None = None,
                        flow: str | None = None, iou_threshold: float = 0.3, max_gap: int = 3,
-                       name: str | None = None, quiet: bool = False) -> Video:
+                       name: str | None = None, quiet: bool = False,
+                       flow_checkpoint: str | Path | None = None, device: str = "auto") -> Video:
     """Read frames and tracks (or masks to link), build one Video and write it as a shard at `out`.
 
     `mots` holds tracks (tracker 'file' keeps its ids; 'builtin' re-links them), `masks`
     per-frame instances whose ids mean nothing (tracker 'builtin'). Frame files named by
     number (000123.png) pair with the tracks' frame numbers, otherwise by position. With
-    `flow` (a backend name such as ``dis``) the forward and backward flow are computed,
+    `flow` (a backend name: ``dis``, ``flownet2`` or ``ptlflow:NAME``, the networks with their
+    weights in `flow_checkpoint`, run on `device`) the forward and backward flow are computed,
     stored in the shard, and the forward flow drives the built-in tracker's warping.
     """
     if (mots is None) == (masks is None):
@@ -149,6 +152,14 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
         raise AmodalkitError(f"unknown tracker {tracker!r}; choose file or builtin")
     if masks is not None and tracker != "builtin":
         raise AmodalkitError("--masks needs --tracker builtin (use --mots for files that hold tracks)")
+    if flow_checkpoint is not None and flow is None:
+        raise AmodalkitError("--flow-checkpoint holds the weights of --flow: give --flow flownet2 or "
+                             "ptlflow:NAME")
+    backend = None
+    if flow is not None:
+        from amodalkit.preprocess.flow.backends import get_flow_backend
+
+        backend = get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint")
     source = Path(mots if mots is not None else masks)
     paths = list_frame_files(frames_pattern)
     numbers = frame_numbers_from_names(paths)
@@ -175,9 +186,9 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
         "classes": sorted(wanted) if wanted is not None else "all but ignore",
         "tracker": tracker,
     }
-    fwd = bwd = backend = None
-    if flow is not None:
-        fwd, bwd, backend = _compute_flow(frames, flow, quiet)
+    fwd = bwd = None
+    if backend is not None:
+        fwd, bwd = _compute_flow(frames, backend, quiet)
     if tracker == "builtin":
         cfg = TrackerConfig(iou_threshold, max_gap, flow=flow or "none")
         per_frame = [instances[n] if n < len(instances) else [] for n in numbers]
