@@ -6,7 +6,9 @@ import importlib
 from types import ModuleType
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader, Video, open_shard, write_shard
+from amodalkit.io.shard_read import ShardReader, open_shard
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import Video
 
 __all__ = ["AmodalkitError", "ShardReader", "Video", "__version__", "open_shard", "write_shard", "zoo"]
 __version__ = "0.1.0"

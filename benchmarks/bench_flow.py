@@ -40,7 +40,9 @@ import numpy as np
 import torch
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
-from amodalkit.io.shards import ShardReader, Video, flow_for_storage, replace_flow, update_shard, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import replace_flow, update_shard, write_shard
+from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import DIS_PRESETS, DISBackend, end_point_error
 from amodalkit.preprocess.flow.flownet2 import FlowNet2, estimate_flow, for_inference
 from amodalkit.preprocess.flow.stage import fill_shard_flow

@@ -28,7 +28,8 @@ import torch
 
 from amodalkit import zoo
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
-from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shards import Video, expand_shard_paths
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.reference import framewise_per_object, savos_per_object

@@ -14,7 +14,8 @@ import torch
 from bad_files import declared_shard, forged_png, raw_checkpoint, snapshot
 from cli_helpers import assert_one_line_error, run
 
-from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
 
 ZOO = "zoo:savos-chewing-gum"
 

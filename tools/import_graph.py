@@ -21,8 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 
 #: the parts from the bottom floor up: a part may import only parts listed before it
-LAYERS = ("errors", "device", "io", "ops", "viz", "preprocess", "datasets", "data", "models", "engine",
-          "evaluation", "zoo", "tables", "cli", "__main__")
+LAYERS = ("errors", "device", "execution", "io", "ops", "viz", "preprocess", "datasets", "data", "models",
+          "engine", "evaluation", "zoo", "tables", "cli", "__main__")
 
 
 def module_name(path: Path, root: Path) -> str:

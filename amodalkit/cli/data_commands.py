@@ -208,7 +208,8 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     listed in OUT/match_report.json and never used. Re-runs skip finished drives.
     """
     from amodalkit.datasets import kins_video
-    from amodalkit.datasets.kins_video import BuildConfig, build_kins_video, format_summary
+    from amodalkit.datasets.kins_video import build_kins_video, format_summary
+    from amodalkit.datasets.kins_video_plan import BuildConfig
     from amodalkit.io.paths import refuse_overwrite
 
     written = (kins_video.RECORD_FILE, kins_video.REPORT_FILE, kins_video.SPLIT_FILE, kins_video.SUMMARY_FILE)

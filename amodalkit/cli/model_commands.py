@@ -260,7 +260,7 @@ def show(shard: str, video_index: int, out: Path, models_: tuple[str, ...], alia
     """Draw a video: visible masks, amodal ground-truth and optionally models' predictions (--model)."""
     from amodalkit.evaluation.evaluate import predict_binary
     from amodalkit.io.paths import check_writable, refuse_overwrite
-    from amodalkit.io.shards import ShardReader
+    from amodalkit.io.shard_read import ShardReader
     from amodalkit.models.registry import get_model_spec
     from amodalkit.viz import save_video_picture
 
@@ -276,13 +276,49 @@ def show(shard: str, video_index: int, out: Path, models_: tuple[str, ...], alia
         if not 0 <= video_index < len(r):
             raise AmodalkitError(f"--video {video_index} is out of range (shard has {len(r)} videos)", shard)
         video = r.read_video(video_index)
+        made_by = r.provenance.get("prediction")
     preds = {}
+    if video.pred_amodal is not None:
+        method = made_by.get("method") if isinstance(made_by, dict) else None
+        label = method.get("method") if isinstance(method, dict) else None
+        preds[f"{label or 'prediction'} (stored)"] = (video.pred_amodal > 127) | video.visible_masks()
     for name in names:
         m = _model_method(name, checkpoint if name in needing else None, "auto", quiet=True)
         preds[name.removeprefix("zoo:")] = predict_binary(m, video)
     amodal = video.amodal if video.amodal_annotated.any() else None
     save_video_picture(out, video.frames, video.visible_masks(), amodal, preds, n_frames, scale)
     click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.option("--model", required=True, help=f"What predicts: {MODEL_HELP}; trained ones need --checkpoint.")
+@click.option("--checkpoint", default=None, help="Checkpoint (.safetensors) of the trained --model.")
+@click.option("--data", "data", required=True, multiple=True,
+              help="Shards (with or without amodal ground truth): file, folder or glob (repeatable).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder.")
+@click.option("--format", "fmt", default="png", show_default=True,
+              type=click.Choice(["png", "coco", "shard"]),
+              help="png: an 8-bit probability PNG per object and frame; coco: a KINS-style COCO JSON with "
+                   "scores; shard: copies of the shards with a pred_amodal field (for show).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] (trained models).")
+@click.option("--k", "k", type=int, default=None, help="--model temporal: window of k frames.")
+@click.option("--bidirectional", is_flag=True, help="--model temporal: also aggregate backwards in time.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(model: str, checkpoint: str | None, data: tuple[str, ...], out: Path, fmt: str, device: str,
+            k: int | None, bidirectional: bool, quiet: bool) -> None:
+    """Write a model's amodal predictions for shards (no ground truth needed); re-runs skip done videos."""
+    from amodalkit.evaluation.predict import predict_shards
+    from amodalkit.io.paths import refuse_overwrite
+    from amodalkit.io.shards import expand_shard_paths
+
+    paths = expand_shard_paths(data)
+    refuse_overwrite({"--out": out}, [*paths, checkpoint], output_folders=True)
+    _hold(out)
+    m = _model_method(model, checkpoint, device, quiet, {"k": k, "bidirectional": bidirectional})
+    counts = predict_shards(m, paths, out, fmt, quiet)
+    click.echo(f"{counts['videos']} videos, {counts['object_frames']} object-frames predicted into {out}"
+               + (f" ({counts['file']})" if "file" in counts else ""))
 
 
 @cli.command("export-coco")

@@ -40,7 +40,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader, expand_shard_paths
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shards import expand_shard_paths
 from amodalkit.ops.boxes import ClipCrop, visible_pixel_counts
 from amodalkit.ops.clip_cut import build_clip, pad_clip
 

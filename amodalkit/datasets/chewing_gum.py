@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
-from amodalkit.io.shards import ShardReader, Video, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import Video
 from amodalkit.ops.masks import circle_polygon, never_visible_pixels, rasterize_polygon
 
 SPLITS = ("train", "val", "test")

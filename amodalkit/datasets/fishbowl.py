@@ -53,7 +53,9 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.io.images import check_size, imread
 from amodalkit.io.paths import resolve_inside
-from amodalkit.io.shards import ShardReader, Video, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import Video
 from amodalkit.ops.masks import occlusion_rates, rle_decode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -12,7 +12,8 @@ from tqdm import tqdm
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import predict_binary, scored_object_frames
 from amodalkit.io.atomic import write_json
-from amodalkit.io.shards import ShardReader, Video
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 
 

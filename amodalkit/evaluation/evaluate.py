@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import MetricAccumulator, score_video
-from amodalkit.io.shards import ShardReader, Video, iter_videos
+from amodalkit.io.shard_read import ShardReader, iter_videos
+from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 
 GT_FIELDS = ("amodal", "amodal_annotated")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.ops.masks import never_visible_pixels, occlusion_rates
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from amodalkit.evaluation.evaluate import predict_binary
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.savos.config import MODEL_NAME as SAVOS
 from amodalkit.tables.config import BenchmarkConfig
 from amodalkit.tables.plan import PAPER_FISHBOWL_ABLATIONS, Row, build_row_method

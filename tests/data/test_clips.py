@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from amodalkit.data.clips import ClipConfig, ObjectClips
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import Video, write_shard
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import Video
 from amodalkit.ops.boxes import ClipCrop, CropBox, visible_pixel_counts
 from amodalkit.ops.clip_cut import build_clip, collate_clips
 from amodalkit.ops.warp import forward_warp

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import iou
-from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
 from amodalkit.ops.boxes import CropBox
 from amodalkit.ops.frame_cut import crop_object_frame
 

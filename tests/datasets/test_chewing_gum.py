@@ -12,7 +12,7 @@ import pytest
 
 from amodalkit.datasets import chewing_gum as cg
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.ops.masks import never_visible_pixels
 
 

@@ -11,7 +11,7 @@ from amodalkit.cli.app import main
 from amodalkit.datasets.fishbowl import find_samples, import_fishbowl, occlusion_range_filter, read_sample
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method, scored_object_frames
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.registry import build_method
 from amodalkit.ops.masks import occlusion_rates
 

@@ -13,21 +13,13 @@ from dataset_fixtures import DRIVES, UNMAPPED, WRONG_OTHER_DRIVE, WRONG_RECOVERA
 from pycocotools.coco import COCO
 
 from amodalkit.cli.app import main
-from amodalkit.datasets import kins_video
-from amodalkit.datasets.kins_video import (
-    BuildConfig,
-    assign_splits,
-    build_kins_video,
-    clip_window,
-    group_windows,
-    pair_objects,
-    run_on_devices,
-    run_tasks,
-    worker_device,
-    worker_devices,
-)
+from amodalkit.datasets import kins_video, kins_video_drive, kins_video_plan
+from amodalkit.datasets.kins_video import build_kins_video
+from amodalkit.datasets.kins_video_drive import pair_objects
+from amodalkit.datasets.kins_video_plan import BuildConfig, assign_splits, clip_window, group_windows
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader, iter_videos
+from amodalkit.execution import run_on_devices, run_tasks, worker_device, worker_devices
+from amodalkit.io.shard_read import ShardReader, iter_videos
 
 
 def build_args(world: KittiWorld, out: Path, *extra: str) -> list[str]:
@@ -202,10 +194,10 @@ def test_flow_of_a_segment_is_both_passes_in_chunks(kitti_world: KittiWorld) -> 
     from amodalkit.io.shards import flow_for_storage
     from amodalkit.preprocess.flow.backends import DISBackend
 
-    frames = KittiRaw(kitti_world.raw).read_frames(DRIVES[0][1], list(range(kins_video.FLOW_CHUNK + 3)))
+    frames = KittiRaw(kitti_world.raw).read_frames(DRIVES[0][1], list(range(kins_video_plan.FLOW_CHUNK + 3)))
     dis = DISBackend()
-    fwd, bwd = kins_video._flow16(dis, frames)
-    assert fwd.dtype == np.float16 and fwd.shape == (kins_video.FLOW_CHUNK + 2, *frames.shape[1:3], 2)
+    fwd, bwd = kins_video_drive._flow16(dis, frames)
+    assert fwd.dtype == np.float16 and fwd.shape == (kins_video_plan.FLOW_CHUNK + 2, *frames.shape[1:3], 2)
     np.testing.assert_array_equal(fwd, flow_for_storage(dis.compute(frames)))
     np.testing.assert_array_equal(bwd, flow_for_storage(dis.compute_backward(frames)))
 

@@ -14,7 +14,9 @@ from amodalkit.engine import TrainConfig, train_model
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.checkpoint import read_checkpoint
-from amodalkit.io.shards import ShardReader, expand_shard_paths, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import expand_shard_paths
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.registry import build_method, get_model_spec, method_from_checkpoint

@@ -27,7 +27,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from amodalkit.io.shards import REQUIRED_FIELDS, ShardReader, Video, validate_video, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import REQUIRED_FIELDS, Video, validate_video
 from amodalkit.ops.masks import rle_encode
 
 H, W = 40, 120

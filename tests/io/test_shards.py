@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import (
-    ALL_FIELDS,
-    SCHEMA_VERSION,
-    ShardReader,
-    Video,
-    _all_finite,
-    expand_shard_paths,
-    replace_flow,
-    update_shard,
-    write_shard,
-)
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import replace_flow, update_shard, write_shard
+from amodalkit.io.shards import ALL_FIELDS, SCHEMA_VERSION, Video, _all_finite, expand_shard_paths
 
 
 def make_video(name: str = "v0", t: int = 3, k: int = 2, h: int = 8, w: int = 10) -> Video:

@@ -12,7 +12,8 @@ import torch
 
 from amodalkit import device as device_ops
 from amodalkit.evaluation.evaluate import evaluate_method
-from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shards import Video, expand_shard_paths
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig, DeocclusionMethod, DeocclusionNet
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.reference import framewise_per_object, savos_per_object

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.registry import build_method
 from amodalkit.ops.masks import convex_hull_mask
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import FORMAT, read_checkpoint
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.base import count_parameters
 from amodalkit.models.registry import build_method, method_from_checkpoint
 from amodalkit.models.savos.config import ABLATIONS, SavosConfig, build_config

@@ -8,7 +8,8 @@ from hypothesis.extra.numpy import arrays
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
-from amodalkit.io.shards import ShardReader, Video, expand_shard_paths
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shards import Video, expand_shard_paths
 from amodalkit.models.baselines.temporal import TemporalAggregation, _mean_visible_flow, aggregate_windows
 from amodalkit.models.registry import build_method
 from amodalkit.ops.warp import splat_mask

@@ -11,7 +11,9 @@ from cli_helpers import assert_one_line_error, run
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.flowio import read_flo, read_kitti_png, write_flo
-from amodalkit.io.shards import ShardReader, Video, flow_for_storage, update_shard, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import update_shard, write_shard
+from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,

@@ -10,7 +10,8 @@ from torch import nn
 from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader, write_shard
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import write_shard
 from amodalkit.preprocess.flow.backends import get_flow_backend
 from amodalkit.preprocess.flow.flownet2 import (
     SUBNETS,

@@ -13,7 +13,9 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import output_lock, remove_stale_temps
 from amodalkit.io.images import imread, natural_key
 from amodalkit.io.paths import refuse_overwrite
-from amodalkit.io.shards import ShardReader, flow_for_storage, replace_flow
+from amodalkit.io.shard_read import ShardReader
+from amodalkit.io.shard_write import replace_flow
+from amodalkit.io.shards import flow_for_storage
 from amodalkit.preprocess.flow.backends import FlowBackend, Progress
 
 FRAME_FORMATS = {"flo": ".flo", "kitti-png": ".png"}

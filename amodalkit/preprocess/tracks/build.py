@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size, header_size, imread, natural_key
-from amodalkit.io.shards import Video, flow_for_storage, write_shard
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import FlowBackend
 from amodalkit.preprocess.tracks.formats import FrameInstances, parse_classes, read_tracks
 from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks

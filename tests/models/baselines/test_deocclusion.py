@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.baselines.deocclusion import (
     DeocclusionConfig,
     DeocclusionMethod,

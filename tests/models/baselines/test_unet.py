@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from amodalkit.data.frame_crops import FrameCropConfig, FrameCrops
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import save_checkpoint
-from amodalkit.io.shards import ShardReader
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.baselines.framewise import save_framewise
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod, unet_loss
 from amodalkit.models.registry import build_method, method_from_checkpoint

@@ -1,0 +1,112 @@
+"""Running many independent units (a drive, a shard): local processes, a Dask cluster, or one process per GPU.
+
+Units are idempotent and written atomically by the functions run here, so a unit a lost worker
+left half done is simply computed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from joblib import Parallel, delayed, parallel_config
+from tqdm import tqdm
+
+from amodalkit.errors import AmodalkitError
+
+#: one unit of work (a drive, a shard, a video range)
+Unit = TypeVar("Unit")
+
+
+def worker_device(device: str, worker_index: int, n_gpus: int) -> str:
+    """The device of local worker `worker_index`: ``auto`` and ``cuda`` go round-robin over `n_gpus` GPUs.
+
+    Worker i gets ``cuda:{i % n_gpus}``; ``cpu``, an explicit ``cuda:N`` and any device when no
+    GPU is visible stay as given (so ``cuda`` without a GPU still fails where it is resolved).
+    """
+    if device in ("auto", "cuda") and n_gpus > 0:
+        return f"cuda:{worker_index % n_gpus}"
+    return device
+
+
+def worker_devices(device: str, jobs: int) -> list[str]:
+    """:func:`worker_device` of each of `jobs` local workers, over the GPUs torch sees."""
+    if device == "cpu" or jobs == 1:
+        return [device] * jobs
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    return [worker_device(device, i, n_gpus) for i in range(jobs)]
+
+
+def run_tasks(func: Callable[[Unit], dict], tasks: Sequence[Unit], jobs: int = 1,
+              scheduler: str | None = None, quiet: bool = False, unit: str = "task") -> list[dict]:
+    """Run ``func`` on every unit with joblib (`jobs` processes) or on a Dask cluster (`scheduler`)."""
+    if not tasks:
+        return []
+    work = [delayed(func)(t) for t in tasks]
+    bar = dict(total=len(tasks), desc=f"{unit}s", unit=unit, disable=quiet)
+    if scheduler is None:
+        if jobs == 1:
+            return [func(t) for t in tqdm(tasks, **bar)]
+        return list(tqdm(Parallel(n_jobs=jobs, return_as="generator")(work), **bar))
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise AmodalkitError("--scheduler needs the optional Dask extra: pip install 'dask[distributed]'") \
+            from exc
+    try:
+        client = Client(scheduler, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise AmodalkitError(f"cannot reach the Dask scheduler ({exc})", scheduler) from exc
+    try:
+        with parallel_config(backend="dask"):
+            return list(tqdm(Parallel(return_as="generator")(work), **bar))
+    finally:
+        client.close()
+
+
+def run_on_devices(func: Callable[[Unit, str], dict], tasks: Sequence[Unit], devices: Sequence[str],
+                   quiet: bool = False, unit: str = "task") -> list[dict]:
+    """Run ``func(task, devices[i])`` in one worker process per device, worker i always on ``devices[i]``.
+
+    Each worker takes the next task as it becomes free (balanced like joblib); results come
+    in the order they finish. The first failure stops the others from taking new tasks and
+    is raised. Workers are spawned, never forked (CUDA does not survive ``fork``).
+    """
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    pending = list(reversed(tasks))
+    lock = threading.Lock()
+    stop = threading.Event()
+    results: list[dict] = []
+    context = multiprocessing.get_context("spawn")
+
+    def lane(device: str, bar: tqdm) -> None:
+        with ProcessPoolExecutor(1, mp_context=context) as worker:
+            while not stop.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    task = pending.pop()
+                try:
+                    result = worker.submit(func, task, device).result()
+                except BaseException:
+                    stop.set()
+                    raise
+                with lock:
+                    results.append(result)
+                    bar.update()
+
+    with tqdm(total=len(tasks), desc=f"{unit}s", unit=unit, disable=quiet) as bar, \
+            ThreadPoolExecutor(len(devices)) as lanes:
+        futures = [lanes.submit(lane, d, bar) for d in devices]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            stop.set()
+            raise
+    return results

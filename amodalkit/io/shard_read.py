@@ -1,0 +1,299 @@
+"""Reading shards: validated before anything is allocated, fields read lazily per video."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from amodalkit.errors import AmodalkitError
+from amodalkit.io.images import check_size
+from amodalkit.io.shards import (
+    ALL_FIELDS,
+    FLOW_FIELDS,
+    MAX_EXPANSION,
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    Video,
+    _all_finite,
+    _dtype_ok,
+    _expected_shapes,
+)
+
+
+def _decode_strings(arr: np.ndarray) -> np.ndarray:
+    return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in arr], dtype=object)
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return value[()]
+    return value
+
+
+def _int_attr(attrs: h5py.AttributeManager, name: str, default: int, label: str, path: Path) -> int:
+    """An integer attribute, or AmodalkitError naming it when it holds another type."""
+    value = _scalar(attrs.get(name, default))
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise AmodalkitError(f"{label} attribute {name!r} must be an integer, got {value!r:.60}", path)
+    return int(value)
+
+
+def _str_attr(attrs: h5py.AttributeManager, name: str, default: str, label: str, path: Path) -> str:
+    """A string attribute, or AmodalkitError naming it when it holds another type."""
+    value = _scalar(attrs.get(name, default))
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AmodalkitError(f"{label} attribute {name!r} is not UTF-8 text", path) from exc
+    if not isinstance(value, str):
+        raise AmodalkitError(f"{label} attribute {name!r} must be a string, got {value!r:.60}", path)
+    return value
+
+
+def _json_attr(attrs: h5py.AttributeManager, name: str, label: str, path: Path) -> dict:
+    """A JSON-object string attribute (e.g. ``provenance``) parsed."""
+    text = _str_attr(attrs, name, "{}", label, path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise AmodalkitError(f"{label} attribute {name!r} is not valid JSON ({exc})", path) from exc
+    if not isinstance(data, dict):
+        raise AmodalkitError(f"{label} attribute {name!r} must be a JSON object, got "
+                             f"{type(data).__name__}", path)
+    return data
+
+
+def _dataset(g: h5py.Group, name: str, video: str, path: Path) -> h5py.Dataset:
+    """Member `name` of a video group, which must be a dataset whose bytes the file holds."""
+    obj = g.get(name)
+    if obj is None:
+        raise AmodalkitError(f"video {video!r}: missing dataset {name!r}", path)
+    if not isinstance(obj, h5py.Dataset):
+        raise AmodalkitError(f"video {video!r}: {name!r} must be a dataset, found a {type(obj).__name__}",
+                             path)
+    if obj.is_virtual or obj.external:
+        raise AmodalkitError(f"video {video!r}: {name} is stored outside the shard (virtual or external "
+                             "dataset)", path)
+    if h5py.check_string_dtype(obj.dtype) is None and obj.dtype.kind != "O":
+        declared = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize if obj.shape else 0
+        stored = obj.id.get_storage_size()
+        ratio = MAX_EXPANSION.get(obj.compression, max(MAX_EXPANSION.values())) if obj.chunks else 1
+        if declared > stored * ratio:
+            raise AmodalkitError(f"video {video!r}: {name} declares shape {obj.shape} ({declared} bytes) but "
+                                 f"the file holds {stored} bytes of it (truncated or forged)", path)
+    return obj
+
+
+class ShardReader:
+    """Read-only access to one shard; validates the whole layout on open.
+
+    The h5py handle is opened lazily and re-opened in a forked child (DataLoader worker),
+    never shared across ``fork``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        try:
+            self._open_and_validate()
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            self.close()
+            raise AmodalkitError(f"not a readable shard (corrupt layout: {exc})", self.path) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_and_validate(self) -> None:
+        f = self._handle()
+        self.schema_version = _int_attr(f.attrs, "schema_version", -1, "root", self.path)
+        self.provenance = _json_attr(f.attrs, "provenance", "root", self.path)
+        self.video_names: list[str] = sorted(f["videos"].keys())
+        self._meta = [self._validate_group(f["videos"].get(n), n) for n in self.video_names]
+        n_videos = _int_attr(f.attrs, "n_videos", -1, "root", self.path)
+        if n_videos != len(self.video_names):
+            raise AmodalkitError(
+                f"shard is incomplete: root says {n_videos} videos, found {len(self.video_names)}",
+                self.path,
+            )
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            if not self.path.exists():
+                raise AmodalkitError("shard file does not exist", self.path)
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise AmodalkitError(f"not a readable HDF5 shard (truncated or corrupt: {exc})",
+                                     self.path) from exc
+            self._pid = os.getpid()
+            attrs = self._file.attrs
+            schema = _scalar(attrs.get("schema"))
+            if isinstance(schema, bytes):
+                schema = schema.decode("utf-8", "replace")
+            if not isinstance(schema, str) or schema != SCHEMA_NAME:
+                raise AmodalkitError("not an amodalkit shard (root attribute 'schema' missing)", self.path)
+            version = _int_attr(attrs, "schema_version", -1, "root", self.path)
+            if version > SCHEMA_VERSION:
+                raise AmodalkitError(
+                    f"schema version {version} is newer than this amodalkit reads "
+                    f"({SCHEMA_VERSION}); upgrade amodalkit",
+                    self.path,
+                )
+            if version < 1:
+                raise AmodalkitError(f"invalid schema version {version}", self.path)
+            if "videos" not in self._file:
+                raise AmodalkitError("missing group '/videos'", self.path)
+            if not isinstance(self._file.get("videos"), h5py.Group):
+                raise AmodalkitError("'/videos' must be a group, found a dataset", self.path)
+        return self._file
+
+    def _validate_group(self, g: h5py.Group | None, name: str) -> dict:
+        if not isinstance(g, h5py.Group):
+            raise AmodalkitError(f"video {name!r} must be a group, found a {type(g).__name__}", self.path)
+        ids = g.get("visible_ids")
+        if isinstance(ids, h5py.Dataset) and len(ids.shape) == 3 and all(ids.shape[1:]):
+            check_size(*ids.shape[1:], f"video {name!r}: frames", self.path)
+        present = [n for n in ALL_FIELDS if n in REQUIRED_FIELDS or n in g]
+        ds = {n: _dataset(g, n, name, self.path) for n in present}
+        stub = Video(
+            name=name,
+            frames=_ShapeOnly(ds["frames"]),
+            visible_ids=_ShapeOnly(ds["visible_ids"]),
+            amodal=_ShapeOnly(ds["amodal"]),
+            amodal_annotated=_ShapeOnly(ds["amodal_annotated"]),
+            presence=_ShapeOnly(ds["presence"]),
+            track_ids=_ShapeOnly(ds["track_ids"]),
+            source_frame_ids=_ShapeOnly(ds["source_frame_ids"], "O"),
+            **{n: _ShapeOnly(ds[n]) for n in OPTIONAL_FIELDS if n in ds},
+        )
+        _json_attr(g.attrs, "provenance", f"video {name!r}", self.path)
+        for fname, (shape, dtypes) in _expected_shapes(stub).items():
+            arr = getattr(stub, fname)
+            if arr is None:
+                continue
+            if tuple(arr.shape) != shape:
+                raise AmodalkitError(
+                    f"video {name!r}: {fname} has shape {tuple(arr.shape)}, expected {shape}", self.path)
+            if not _dtype_ok(np.dtype(arr.dtype), dtypes):
+                raise AmodalkitError(
+                    f"video {name!r}: {fname} has dtype {arr.dtype}, expected one of {dtypes}", self.path)
+        return {
+            "num_frames": stub.num_frames,
+            "num_objects": stub.num_objects,
+            "size": stub.size,
+            "fields": tuple(n for n in ALL_FIELDS if n in g),
+            "flow_backend": _str_attr(g.attrs, "flow_backend", "", f"video {name!r}", self.path),
+        }
+
+    def __len__(self) -> int:
+        return len(self.video_names)
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the h5py handle (it re-opens on the next read)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def meta(self, index: int) -> dict:
+        """Shape facts of video `index` without reading its arrays."""
+        return self._meta[index]
+
+    def read_field(self, index: int, name: str, selection: object = ()) -> np.ndarray:
+        """Read one dataset (optionally a slice of it) of video `index`."""
+        g = self._handle()["videos"][self.video_names[index]]
+        if name not in g:
+            raise AmodalkitError(f"video {self.video_names[index]!r} has no {name!r}", self.path)
+        try:
+            data = g[name][selection]
+        except (OSError, RuntimeError) as exc:
+            raise AmodalkitError(f"cannot read {name!r} of video {self.video_names[index]!r} "
+                                 f"(corrupt data: {exc})", self.path) from exc
+        if name == "visible_ids" and data.size and int(data.max()) > self._meta[index]["num_objects"]:
+            raise AmodalkitError(f"video {self.video_names[index]!r}: visible_ids refers to object "
+                                 f"{int(data.max())} but the video has {self._meta[index]['num_objects']} "
+                                 "objects", self.path)
+        if name in FLOW_FIELDS and not _all_finite(data):
+            raise AmodalkitError(f"video {self.video_names[index]!r}: {name} holds NaN or infinite values",
+                                 self.path)
+        return _decode_strings(data) if name == "source_frame_ids" else data
+
+    def read_video(self, index: int, fields: Sequence[str] | None = None) -> Video:
+        """Read video `index` (all fields, or only `fields` plus the required shape carriers)."""
+        g = self._handle()["videos"][self.video_names[index]]
+        wanted = set(ALL_FIELDS if fields is None else fields) | {"visible_ids", "presence"}
+        arrays: dict[str, np.ndarray | None] = {}
+        for name in ALL_FIELDS:
+            if name in g and name in wanted:
+                arrays[name] = self.read_field(index, name)
+            elif name in REQUIRED_FIELDS:
+                arrays[name] = _placeholder(name, self._meta[index])
+            else:
+                arrays[name] = None
+        label = f"video {self.video_names[index]!r}"
+        return Video(
+            name=self.video_names[index],
+            provenance=_json_attr(g.attrs, "provenance", label, self.path),
+            flow_backend=_str_attr(g.attrs, "flow_backend", "", label, self.path),
+            **arrays,
+        )
+
+    def __iter__(self) -> Iterator[Video]:
+        for i in range(len(self)):
+            yield self.read_video(i)
+
+
+class _ShapeOnly:
+    """Shape/dtype view of an h5py dataset, so validation never reads data."""
+
+    def __init__(self, ds: h5py.Dataset, kind: str | None = None) -> None:
+        self.shape = ds.shape
+        self.dtype = np.dtype(kind) if kind else ds.dtype
+        self.ndim = len(ds.shape)
+
+
+def _placeholder(name: str, meta: dict) -> np.ndarray:
+    t, k = meta["num_frames"], meta["num_objects"]
+    h, w = meta["size"]
+    shapes = {
+        "frames": ((t, h, w, 3), np.uint8),
+        "amodal": ((k, t, h, w), bool),
+        "amodal_annotated": ((k, t), bool),
+        "track_ids": ((k,), np.int64),
+        "source_frame_ids": ((t,), object),
+    }
+    shape, dtype = shapes[name]
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def open_shard(path: str | Path) -> ShardReader:
+    """Open and validate a shard (raises AmodalkitError naming the file and the problem)."""
+    return ShardReader(path)
+
+
+def iter_videos(paths: Iterable[Path], fields: Sequence[str] | None = None) -> Iterator[tuple[Path, Video]]:
+    """Yield (shard path, video) over several shards in order."""
+    for p in paths:
+        with ShardReader(p) as r:
+            for i in range(len(r)):
+                yield p, r.read_video(i, fields)
