@@ -120,8 +120,13 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
               type=click.Choice(["auto", "mots", "pointtrack", "png"]), help="Format of --mots / --masks.")
 @click.option("--class", "classes", multiple=True,
               help="Keep this class only: car, pedestrian or an id (repeatable).")
-@click.option("--tracker", type=click.Choice(["file", "builtin"]),
-              help="file: keep the ids of --mots (default); builtin: link masks (default with --masks).")
+@click.option("--segment", type=click.Choice(["pointtrack"]),
+              help="Segment the frames themselves (not --mots / --masks): PointTrack from its weights.")
+@click.option("--seg-checkpoint", help="--segment pointtrack: the released best_seed_model.pthCar (cars).")
+@click.option("--track-checkpoint", help="--segment pointtrack: the released PointTrack.pthCar (tracker).")
+@click.option("--tracker", type=click.Choice(["file", "builtin", "pointtrack"]),
+              help="file: keep the ids of --mots (default); builtin: link masks (default with --masks); "
+                   "pointtrack: PointTrack's own tracker (default with --segment pointtrack).")
 @click.option("--flow", "flow_backend", help="Compute and store flow with this backend (dis, flownet2, "
               "ptlflow:NAME); the builtin tracker then warps masks along it.")
 @click.option("--flow-checkpoint", help="Weights for --flow: FlowNet2_checkpoint.pth.tar for flownet2, a "
@@ -133,7 +138,8 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
 @click.option("--name", help="Video name in the shard (default: the frames' folder name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt: str,
-           classes: tuple[str, ...], tracker: str | None, flow_backend: str | None,
+           classes: tuple[str, ...], segment: str | None, seg_checkpoint: str | None,
+           track_checkpoint: str | None, tracker: str | None, flow_backend: str | None,
            flow_checkpoint: str | None, device: str, iou_threshold: float, max_gap: int, name: str | None,
            quiet: bool) -> None:
     """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
@@ -144,11 +150,13 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
 
     check_writable(out, "--out shard")
     sources = [str(Path(glob.escape(s)) / "*.png") if Path(s).is_dir() else s for s in (mots, masks) if s]
-    refuse_overwrite({"--out": out}, [*list_frame_files(frames_glob), *sources, flow_checkpoint])
+    weights = [flow_checkpoint, seg_checkpoint, track_checkpoint]
+    refuse_overwrite({"--out": out}, [*list_frame_files(frames_glob), *sources, *weights])
     video = build_tracks_shard(out, frames_glob, mots=mots, masks=masks, fmt=fmt, classes=classes or None,
                                tracker=tracker, flow=flow_backend, iou_threshold=iou_threshold,
                                max_gap=max_gap, name=name, quiet=quiet, flow_checkpoint=flow_checkpoint,
-                               device=device)
+                               device=device, segment=segment, seg_checkpoint=seg_checkpoint,
+                               track_checkpoint=track_checkpoint)
     click.echo(f"wrote {out}: video {video.name!r}, {video.num_frames} frames, {video.num_objects} tracks")
 
 

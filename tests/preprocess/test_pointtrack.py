@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -423,3 +424,52 @@ def test_track_video_returns_instances_per_frame(checkpoints: dict[str, Path]) -
     assert len(real) == 1 and all(isinstance(i, Instance) for i in real[0])
     with pytest.raises(AmodalkitError, match="uint8"):
         track_video(frames.astype(np.float32), BlobSegmenter(), ZeroTracker())
+
+
+def _write_frames(folder: Path, n: int = 4, size: tuple[int, int] = (48, 64)) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for t in range(n):
+        cv2.imwrite(str(folder / f"{t:06d}.png"), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return str(folder / "*.png")
+
+
+def _tracks(capsys: pytest.CaptureFixture[str], frames: str, out: Path, *flags: str) -> tuple[int, str, str]:
+    from cli_helpers import run
+
+    return run(capsys, "tracks", "--frames", frames, "--segment", "pointtrack", *flags, "--out", str(out))
+
+
+def test_cli_tracks_segment_pointtrack(tmp_path: Path, checkpoints: dict[str, Path],
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_helpers import assert_one_line_error
+
+    from amodalkit.io.shard_read import ShardReader
+    from amodalkit.preprocess.tracks import pointtrack
+
+    frames = _write_frames(tmp_path / "f")
+    seg, trk = str(checkpoints["segmenter"]), str(checkpoints["tracker"])
+    code, _, err = _tracks(capsys, frames, tmp_path / "real.h5", "--seg-checkpoint", seg,
+                           "--track-checkpoint", trk, "--quiet")
+    assert code == 0, err
+    with ShardReader(tmp_path / "real.h5") as r:
+        assert r.provenance["source"] == "pointtrack" and r.meta(0)["num_frames"] == 4
+    monkeypatch.setattr(pointtrack, "load_segmenter", lambda path, device: BlobSegmenter())
+    monkeypatch.setattr(pointtrack, "load_tracker", lambda path, device: ZeroTracker())
+    for tracker, extra in (("pointtrack", ["--track-checkpoint", trk]), ("builtin", [])):
+        shard = tmp_path / f"{tracker}.h5"
+        code, _, err = _tracks(capsys, frames, shard, "--seg-checkpoint", seg, *extra, "--tracker", tracker,
+                               "--flow", "dis", "--quiet")
+        assert code == 0, err
+        with ShardReader(shard) as r:
+            video = r.read_video(0)
+        assert video.num_objects == 2 and video.presence.all() and video.flow is not None
+        assert r.provenance["tracker"] == tracker
+    code, _, err = _tracks(capsys, frames, tmp_path / "x.h5")
+    assert_one_line_error(code, err, "--seg-checkpoint best_seed_model.pthCar and --track-checkpoint")
+    code, _, err = _tracks(capsys, frames, tmp_path / "y.h5", "--seg-checkpoint", seg, "--tracker", "builtin",
+                           "--class", "pedestrian")
+    assert_one_line_error(code, err, "cars only")
+    code, _, err = _tracks(capsys, frames, tmp_path / "z.h5", "--seg-checkpoint", seg, "--mots", "a.txt")
+    assert_one_line_error(code, err, "--segment replaces --mots")

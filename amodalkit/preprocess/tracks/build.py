@@ -17,7 +17,7 @@ from amodalkit.io.images import check_size, header_size, imread, natural_key
 from amodalkit.io.shard_write import write_shard
 from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import FlowBackend
-from amodalkit.preprocess.tracks.formats import FrameInstances, parse_classes, read_tracks
+from amodalkit.preprocess.tracks.formats import CLASS_IDS, FrameInstances, parse_classes, read_tracks
 from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks
 
 
@@ -136,7 +136,9 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
                        classes: Iterable[str | int] | None = None, tracker: str | None = None,
                        flow: str | None = None, iou_threshold: float = 0.3, max_gap: int = 3,
                        name: str | None = None, quiet: bool = False,
-                       flow_checkpoint: str | Path | None = None, device: str = "auto") -> Video:
+                       flow_checkpoint: str | Path | None = None, device: str = "auto",
+                       segment: str | None = None, seg_checkpoint: str | Path | None = None,
+                       track_checkpoint: str | Path | None = None) -> Video:
     """Read frames and tracks (or masks to link), build one Video and write it as a shard at `out`.
 
     `mots` holds tracks (tracker 'file' keeps its ids; 'builtin' re-links them), `masks`
@@ -144,13 +146,21 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
     number (000123.png) pair with the tracks' frame numbers, otherwise by position. With
     `flow` (a backend name: ``dis``, ``flownet2`` or ``ptlflow:NAME``, the networks with their
     weights in `flow_checkpoint`, run on `device`) the forward and backward flow are computed,
-    stored in the shard, and the forward flow drives the built-in tracker's warping.
+    stored in the shard, and the forward flow drives the built-in tracker's warping. With
+    ``segment="pointtrack"`` the visible masks come from the frames themselves: PointTrack's
+    segmenter (`seg_checkpoint`) and, by default, its tracker (`track_checkpoint`;
+    ``tracker="builtin"`` links the segmenter's masks with the built-in tracker instead).
     """
+    if segment is not None:
+        return _build_from_segmenter(out, frames_pattern, segment, seg_checkpoint, track_checkpoint, classes,
+                                     tracker, flow, iou_threshold, max_gap, name, quiet, flow_checkpoint,
+                                     device, mots or masks)
     if (mots is None) == (masks is None):
-        raise AmodalkitError("give exactly one of --mots (tracks) or --masks (per-frame masks to link)")
+        raise AmodalkitError("give exactly one of --mots (tracks) or --masks (per-frame masks to link), "
+                             "or --segment pointtrack")
     tracker = tracker or ("builtin" if masks is not None else "file")
     if tracker not in ("file", "builtin"):
-        raise AmodalkitError(f"unknown tracker {tracker!r}; choose file or builtin")
+        raise AmodalkitError(f"unknown tracker {tracker!r} for tracks from files; choose file or builtin")
     if masks is not None and tracker != "builtin":
         raise AmodalkitError("--masks needs --tracker builtin (use --mots for files that hold tracks)")
     if flow_checkpoint is not None and flow is None:
@@ -170,6 +180,18 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
         check_size(*first, "frame", paths[0])
     instances, used_fmt = read_tracks(source, fmt, wanted, frames=set(numbers), size=first)
     frames = read_frames(paths, quiet)
+    provenance: dict = {"stage": "tracks", "source": str(source), "format": used_fmt,
+                        "frames": frames_pattern, "tracker": tracker,
+                        "classes": sorted(wanted) if wanted is not None else "all but ignore"}
+    return _link_and_write(out, paths, frames, instances, numbers, provenance, tracker, backend, flow,
+                           iou_threshold, max_gap, name, quiet, source)
+
+
+def _link_and_write(out: str | Path, paths: list[Path], frames: np.ndarray, instances: FrameInstances,
+                    numbers: list[int], provenance: dict, tracker: str, backend: FlowBackend | None,
+                    flow: str | None, iou_threshold: float, max_gap: int, name: str | None, quiet: bool,
+                    source: Path) -> Video:
+    """Check the masks, link them with the built-in tracker if asked, add flow, write the shard."""
     size = frames.shape[1:3]
     for n, insts in enumerate(instances):
         for inst in insts:
@@ -179,14 +201,6 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
     video_name = name or paths[0].parent.name or "video"
     if "/" in video_name or video_name in (".", ".."):
         raise AmodalkitError(f"invalid video name {video_name!r}; pass --name")
-    provenance: dict = {
-        "stage": "tracks",
-        "source": str(source),
-        "format": used_fmt,
-        "frames": frames_pattern,
-        "classes": sorted(wanted) if wanted is not None else "all but ignore",
-        "tracker": tracker,
-    }
     fwd = bwd = None
     if backend is not None:
         fwd, bwd = _compute_flow(frames, backend, quiet)
@@ -206,3 +220,54 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
         root["flow"] = backend.provenance
     write_shard(out, [video], root)
     return video
+
+
+def _build_from_segmenter(out: str | Path, frames_pattern: str, segment: str,
+                          seg_checkpoint: str | Path | None, track_checkpoint: str | Path | None,
+                          classes: Iterable[str | int] | None, tracker: str | None, flow: str | None,
+                          iou_threshold: float, max_gap: int, name: str | None, quiet: bool,
+                          flow_checkpoint: str | Path | None, device: str, given: object) -> Video:
+    """:func:`build_tracks_shard` with visible masks segmented from the frames by PointTrack."""
+    if given is not None:
+        raise AmodalkitError("--segment replaces --mots / --masks; give one of them")
+    if segment != "pointtrack":
+        raise AmodalkitError(f"unknown --segment {segment!r}; choose pointtrack")
+    tracker = tracker or "pointtrack"
+    if tracker not in ("pointtrack", "builtin"):
+        raise AmodalkitError(f"--segment pointtrack links with its own tracker or --tracker builtin, "
+                             f"not {tracker!r}")
+    if seg_checkpoint is None or (tracker == "pointtrack" and track_checkpoint is None):
+        need = " and --track-checkpoint PointTrack.pthCar" if tracker == "pointtrack" else ""
+        raise AmodalkitError(f"--segment pointtrack needs --seg-checkpoint best_seed_model.pthCar{need}")
+    wanted = parse_classes(classes)
+    if wanted is not None and wanted != frozenset({CLASS_IDS["car"]}):
+        raise AmodalkitError("the released PointTrack weights are for cars only (--class car)")
+    from amodalkit.device import resolve_device
+    from amodalkit.preprocess.tracks.pointtrack import (
+        load_segmenter,
+        load_tracker,
+        segment_video,
+        track_video,
+    )
+
+    backend = None
+    if flow is not None:
+        from amodalkit.preprocess.flow.backends import get_flow_backend
+
+        backend = get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint")
+    dev = resolve_device(device)
+    segmenter = load_segmenter(seg_checkpoint, dev)
+    paths = list_frame_files(frames_pattern)
+    frames = read_frames(paths, quiet)
+    car = CLASS_IDS["car"]
+    if tracker == "pointtrack":
+        trk = load_tracker(track_checkpoint, dev)
+        instances = track_video(frames, segmenter, trk, class_id=car, quiet=quiet)
+    else:
+        instances = segment_video(frames, segmenter, class_id=car, quiet=quiet)
+    provenance = {"stage": "tracks", "source": "pointtrack", "format": "pointtrack-inference",
+                  "frames": frames_pattern, "classes": [car], "tracker": tracker,
+                  "pointtrack": {"seg_checkpoint": str(seg_checkpoint),
+                                 "track_checkpoint": track_checkpoint and str(track_checkpoint)}}
+    return _link_and_write(out, paths, frames, instances, list(range(len(paths))), provenance, tracker,
+                           backend, flow, iou_threshold, max_gap, name, quiet, Path(str(seg_checkpoint)))

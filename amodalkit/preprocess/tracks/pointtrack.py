@@ -226,3 +226,14 @@ def track_video(frames: np.ndarray | Iterable[np.ndarray], segmenter: torch.nn.M
         ids = linker.step(t, embeddings, masks)
         out.append([Instance(i, class_id, m) for i, m in zip(ids, masks)])
     return out
+
+
+def segment_video(frames: np.ndarray | Iterable[np.ndarray], segmenter: torch.nn.Module, class_id: int = 1,
+                  threshold: float = SEED_THRESHOLD, min_pixels: int = MIN_PIXELS,
+                  quiet: bool = True) -> FrameInstances:
+    """Per-frame instances of a video without tracking (ids 1..n within each frame, for a linker)."""
+    out: FrameInstances = []
+    for t, frame in enumerate(tqdm(frames, desc="pointtrack", unit="frame", disable=quiet)):
+        masks = [d.mask for d in segment(_check_frame(frame, t), segmenter, threshold, min_pixels)]
+        out.append([Instance(i + 1, class_id, m) for i, m in enumerate(masks)])
+    return out
