@@ -16,17 +16,23 @@ Two presets:
 Both guarantee that every pixel of every object is visible in at least one frame of its
 video (a sampled video that breaks it is redrawn from the same per-video random stream).
 The exact forward and backward flow of the drawn motion is stored with every video.
+
+Frames and flow are lookups of one uint8 label map (a palette; per-frame motion tables) and the
+"every pixel seen" check runs in template coordinates; a seed gives the first release's arrays
+to the bit (the tests pin them).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
+from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
@@ -39,6 +45,7 @@ from amodalkit.ops.masks import circle_polygon, never_visible_pixels, rasterize_
 SPLITS = ("train", "val", "test")
 SPLIT_KEYS = {name: i for i, name in enumerate(SPLITS)}
 MAX_ATTEMPTS = 1000
+TEXTURE_SIDE = 9  # the official generator's square painted on the bottom object
 
 
 MAX_FRAMES = 10_000
@@ -169,18 +176,6 @@ def _bounce_path(rng: np.random.Generator, n: int, radius: int, start: np.ndarra
     return out
 
 
-def _paste(template: np.ndarray, centre: np.ndarray, radius: int, size: tuple[int, int]) -> np.ndarray:
-    """Place a (2r+1, 2r+1) template with its centre at (x, y) on an (H, W) canvas, clipped."""
-    h, w = size
-    out = np.zeros(size, bool)
-    x0, y0 = int(centre[0]) - radius, int(centre[1]) - radius
-    ys, xs = max(0, -y0), max(0, -x0)
-    ye, xe = min(template.shape[0], h - y0), min(template.shape[1], w - x0)
-    if ye > ys and xe > xs:
-        out[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = template[ys:ye, xs:xe]
-    return out
-
-
 @dataclass
 class _Scene:
     templates: list[np.ndarray]
@@ -231,35 +226,85 @@ def _sample_default(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
     return _Scene(templates, radii, np.stack(paths), np.array(colours), background, rng.permutation(k), None)
 
 
-def _render(scene: _Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, ...]:
-    """Draw a scene: frames, visible ids, amodal masks, forward and backward exact flow."""
-    size = (cfg.height, cfg.width)
+def _place(canvas: np.ndarray, template: np.ndarray, centre: np.ndarray, radius: int) -> None:
+    """Draw a (2r+1, 2r+1) template centred at (x, y) into an (H, W) canvas, clipped at its edges."""
+    h, w = canvas.shape
+    x0, y0 = int(centre[0]) - radius, int(centre[1]) - radius
+    ys, xs = max(0, -y0), max(0, -x0)
+    ye, xe = min(template.shape[0], h - y0), min(template.shape[1], w - x0)
+    if ye > ys and xe > xs:
+        canvas[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = template[ys:ye, xs:xe]
+
+
+def _layers(scene: _Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Amodal masks (K, T, H, W) bool, visible labels (T, H, W) uint8 (k + 1: object k), whether unclipped."""
     k, t = scene.paths.shape[:2]
-    amodal = np.zeros((k, t, *size), bool)
-    for i in range(k):
-        for f in range(t):
-            amodal[i, f] = _paste(scene.templates[i], scene.paths[i, f], scene.radii[i], size)
-    frames = np.empty((t, *size, 3), np.uint8)
-    frames[:] = scene.background.astype(np.uint8)
-    visible_ids = np.zeros((t, *size), np.uint16)
-    owner = np.full((t, *size), -1, np.int64)  # which object's motion each pixel shows
-    for depth, i in enumerate(scene.order):
-        frames[amodal[i]] = scene.colours[i].astype(np.uint8)
-        visible_ids[amodal[i]] = i + 1
-        owner[amodal[i]] = i
-        if depth == 0 and scene.texture is not None:
-            offset, colour = scene.texture
+    h, w = cfg.height, cfg.width
+    amodal = np.zeros((k, t, h, w), bool)
+    frame_index = np.arange(t)
+    whole = True
+    for i, (template, radius) in enumerate(zip(scene.templates, scene.radii)):
+        corner = scene.paths[i] - radius  # (T, 2) top-left (x, y) of the template
+        if (corner >= 0).all() and (corner + template.shape[::-1] <= (w, h)).all():
+            windows = sliding_window_view(amodal[i], template.shape, axis=(1, 2), writeable=True)
+            windows[frame_index, corner[:, 1], corner[:, 0]] = template  # one window per frame
+        else:
+            whole = False
             for f in range(t):
-                x0, y0 = scene.paths[i, f] + offset
-                ys, xs = slice(max(y0, 0), max(y0 + 9, 0)), slice(max(x0, 0), max(x0 + 9, 0))
-                frames[f, ys, xs] = colour.astype(np.uint8)
-                owner[f, ys, xs] = i
-    # motion[k, t] moves object k from frame t to t+1; the extra zero row at index -1 is
-    # the background's motion, picked by owner == -1.
-    motion = np.concatenate([np.diff(scene.paths, axis=1), np.zeros((1, t - 1, 2), np.int64)], axis=0)
-    fwd = motion[owner[:-1], np.arange(t - 1)[:, None, None]].astype(np.float16)
-    bwd = (-motion[owner[1:], np.arange(t - 1)[:, None, None]]).astype(np.float16)
-    return frames, visible_ids, amodal, fwd, bwd
+                _place(amodal[i, f], template, scene.paths[i, f], radius)
+    labels = np.zeros((t, h, w), np.uint8)  # at most 255 objects
+    for i in scene.order:
+        np.copyto(labels, int(i) + 1, where=amodal[i])
+    return amodal, labels, whole
+
+
+def _all_seen(scene: _Scene, amodal: np.ndarray, labels: np.ndarray, whole: bool) -> bool:
+    """Whether every object pixel is visible in some frame; in template coordinates unless clipped."""
+    k, t = scene.paths.shape[:2]
+    if not whole:
+        return all(never_visible_pixels(amodal[i], labels == i + 1)[0] == 0 for i in range(k))
+    frame_index = np.arange(t)
+    for i, (template, radius) in enumerate(zip(scene.templates, scene.radii)):
+        windows = sliding_window_view(labels, template.shape, axis=(1, 2))  # (T, H', W', s, s)
+        corner = scene.paths[i] - radius  # (T, 2) top-left corners (x, y)
+        seen = (windows[frame_index, corner[:, 1], corner[:, 0]] == i + 1).any(axis=0)
+        if (template & ~seen).any():
+            return False
+    return True
+
+
+def _paint(scene: _Scene, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8, exact flow forward and backward (T-1, H, W, 2) float16: label lookups."""
+    k, t = scene.paths.shape[:2]
+    h, w = labels.shape[1:]
+    palette = np.zeros((256, 4), np.uint8)  # RGBA rows, looked up as one 32-bit word per pixel
+    palette[0, :3], palette[1:k + 1, :3] = scene.background, scene.colours
+    paint = owner = labels  # palette row of each pixel; whose motion each pixel shows
+    if scene.texture is not None:  # savos2022 only (2 objects): palette row k + 1 is the square's colour
+        offset, colour = scene.texture
+        bottom = int(scene.order[0])
+        corner = scene.paths[bottom] + offset  # (T, 2) top-left (x, y) of the square on the bottom object
+        dy, dx = np.arange(h) - corner[:, 1:], np.arange(w) - corner[:, :1]  # (T, H), (T, W) into the square
+        square = ((dy >= 0) & (dy < TEXTURE_SIDE))[:, :, None] & ((dx >= 0) & (dx < TEXTURE_SIDE))[:, None, :]
+        free = square & (labels == 0)  # the square shows where no object above the bottom one is
+        palette[k + 1, :3] = colour
+        paint = np.where(free | (square & (labels == bottom + 1)), np.uint8(k + 1), labels)
+        owner = np.where(free, np.uint8(bottom + 1), labels)
+    rgba = cv2.LUT(paint.reshape(t * h, w), palette.view(np.int32).reshape(1, 256))
+    frames = cv2.cvtColor(rgba.view(np.uint8).reshape(t * h, w, 4), cv2.COLOR_RGBA2RGB).reshape(t, h, w, 3)
+    table = np.zeros((t - 1, k + 1, 2), np.int64)  # row 0: the background's zero motion
+    table[:, 1:] = np.diff(scene.paths, axis=1).transpose(1, 0, 2)  # object k from frame t to t+1
+    # runs of frames in which no object changes its motion share one lookup
+    bounds = [0, *(np.flatnonzero((table[1:] != table[:-1]).any(axis=(1, 2))) + 1), t - 1]
+    flows = []
+    for tab, src in ((table, owner[:-1]), (-table, owner[1:])):
+        words = np.zeros((t - 1, 1, 256), np.int32)  # the (u, v) float16 pair of each label as one word
+        words[:, 0, :k + 1] = tab.astype(np.float16).view(np.int32)[..., 0]
+        out = np.empty((t - 1, h, w), np.int32)
+        for a, b in pairwise(bounds):
+            cv2.LUT(src[a:b].reshape(-1, w), words[a], dst=out[a:b].reshape(-1, w))
+        flows.append(out.view(np.float16).reshape(t - 1, h, w, 2))
+    return frames, flows[0], flows[1]
 
 
 def generate_video(cfg: ChewingGumConfig, seed: np.random.SeedSequence, name: str = "00000") -> Video:
@@ -270,19 +315,18 @@ def generate_video(cfg: ChewingGumConfig, seed: np.random.SeedSequence, name: st
     while True:
         attempt += 1
         scene = sample(rng, cfg)
-        frames, visible_ids, amodal, fwd, bwd = _render(scene, cfg)
-        k = amodal.shape[0]
-        visible = visible_ids[None] == np.arange(1, k + 1, dtype=np.uint16)[:, None, None, None]
-        if all(never_visible_pixels(amodal[i], visible[i])[0] == 0 for i in range(k)):
+        amodal, labels, whole = _layers(scene, cfg)
+        if _all_seen(scene, amodal, labels, whole):
             break
         if attempt >= MAX_ATTEMPTS:
             raise AmodalkitError(f"could not draw a video whose objects are all fully seen in "
                                  f"{MAX_ATTEMPTS} attempts; use fewer objects or a larger canvas")
-    t = cfg.frames
+    frames, fwd, bwd = _paint(scene, labels)
+    k, t = amodal.shape[:2]
     return Video(
         name=name,
         frames=frames,
-        visible_ids=visible_ids,
+        visible_ids=labels.astype(np.uint16),
         amodal=amodal,
         amodal_annotated=np.ones((k, t), bool),
         presence=np.ones((k, t), bool),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from amodalkit.datasets import chewing_gum as cg
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.ops.masks import never_visible_pixels
+
+ARRAY_FIELDS = ("frames", "visible_ids", "amodal", "flow", "flow_backward")
 
 
 def savos_video(i: int):
@@ -155,3 +158,101 @@ def test_killed_generation_leaves_only_whole_shards(tmp_path: Path) -> None:
     ref = cg.generate_dataset(tmp_path / "ref", cg.make_config("savos2022"),
                               {"train": 60, "val": 0, "test": 0}, seed=0, videos_per_shard=10, quiet=True)
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(shards, ref))
+
+
+def _reference_paste(template: np.ndarray, centre: np.ndarray, radius: int,
+                     size: tuple[int, int]) -> np.ndarray:
+    """The first release's template placement (before issue 17), kept to pin the arrays."""
+    h, w = size
+    out = np.zeros(size, bool)
+    x0, y0 = int(centre[0]) - radius, int(centre[1]) - radius
+    ys, xs = max(0, -y0), max(0, -x0)
+    ye, xe = min(template.shape[0], h - y0), min(template.shape[1], w - x0)
+    if ye > ys and xe > xs:
+        out[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = template[ys:ye, xs:xe]
+    return out
+
+
+def _reference_render(scene: cg._Scene, cfg: cg.ChewingGumConfig) -> tuple[np.ndarray, ...]:
+    """The first release's renderer: frames, visible ids, amodal masks, forward and backward flow."""
+    size = (cfg.height, cfg.width)
+    k, t = scene.paths.shape[:2]
+    amodal = np.zeros((k, t, *size), bool)
+    for i in range(k):
+        for f in range(t):
+            amodal[i, f] = _reference_paste(scene.templates[i], scene.paths[i, f], scene.radii[i], size)
+    frames = np.empty((t, *size, 3), np.uint8)
+    frames[:] = scene.background.astype(np.uint8)
+    visible_ids = np.zeros((t, *size), np.uint16)
+    owner = np.full((t, *size), -1, np.int64)
+    for depth, i in enumerate(scene.order):
+        frames[amodal[i]] = scene.colours[i].astype(np.uint8)
+        visible_ids[amodal[i]] = i + 1
+        owner[amodal[i]] = i
+        if depth == 0 and scene.texture is not None:
+            offset, colour = scene.texture
+            for f in range(t):
+                x0, y0 = scene.paths[i, f] + offset
+                ys, xs = slice(max(y0, 0), max(y0 + 9, 0)), slice(max(x0, 0), max(x0 + 9, 0))
+                frames[f, ys, xs] = colour.astype(np.uint8)
+                owner[f, ys, xs] = i
+    motion = np.concatenate([np.diff(scene.paths, axis=1), np.zeros((1, t - 1, 2), np.int64)], axis=0)
+    fwd = motion[owner[:-1], np.arange(t - 1)[:, None, None]].astype(np.float16)
+    bwd = (-motion[owner[1:], np.arange(t - 1)[:, None, None]]).astype(np.float16)
+    return frames, visible_ids, amodal, fwd, bwd
+
+
+def _reference_video(cfg: cg.ChewingGumConfig, seed: np.random.SeedSequence) -> tuple[dict, int]:
+    """The first release's arrays of one video (redrawing as it did) and its attempt count."""
+    rng = np.random.default_rng(seed)
+    sample = cg._sample_savos2022 if cfg.preset == "savos2022" else cg._sample_default
+    attempt = 0
+    while True:
+        attempt += 1
+        arrays = _reference_render(sample(rng, cfg), cfg)
+        amodal, visible_ids = arrays[2], arrays[1]
+        if all(never_visible_pixels(amodal[i], visible_ids == i + 1)[0] == 0 for i in range(len(amodal))):
+            return dict(zip(ARRAY_FIELDS, arrays)), attempt
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+SMALL_DEFAULT = {"frames": 10, "height": 36, "width": 44, "max_radius": 10}  # about 3 draws per video
+
+
+@pytest.mark.parametrize(("preset", "overrides", "n"), [
+    ("default", SMALL_DEFAULT, 300),
+    ("default", {}, 10),
+    ("savos2022", {}, 20),
+    ("savos2022", {"frames": 12, "max_speed": 30}, 20),  # the mover leaves the canvas: clipped templates
+], ids=["default-small", "default", "savos2022", "savos2022-clipped"])
+def test_vectorised_renderer_draws_the_first_releases_arrays(preset: str, overrides: dict, n: int) -> None:
+    cfg = cg.make_config(preset, **overrides)
+    for i in range(n):
+        seed = cg.video_seed(11, "train", i)
+        v = cg.generate_video(cfg, seed)
+        ref, attempts = _reference_video(cfg, seed)
+        assert v.provenance["attempts"] == attempts, i
+        for name in ARRAY_FIELDS:
+            assert _same_bits(getattr(v, name), ref[name]), (i, name)
+
+
+@pytest.mark.parametrize(("preset", "overrides", "split", "n", "digest"), [
+    ("savos2022", {}, "test", 20, "bb0c4b021eb0a5b6d159349eec954f4d692ae2543ae5f99aa03222c1d1db362d"),
+    ("default", SMALL_DEFAULT, "train", 300,
+     "4d5ce155208839674b8f4191ff5e4fc6714c4e07fb4d40253f47b445497d7cc3"),
+], ids=["savos2022", "default-small"])
+def test_same_seed_gives_the_first_releases_arrays(preset: str, overrides: dict, split: str, n: int,
+                                                   digest: str) -> None:
+    """sha256 of every array of the videos, as the first release (before issue 17) drew them."""
+    cfg = cg.make_config(preset, **overrides)
+    h = hashlib.sha256()
+    for i in range(n):
+        v = cg.generate_video(cfg, cg.video_seed(0, split, i))
+        for name in ARRAY_FIELDS:
+            a = getattr(v, name)
+            h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    assert h.hexdigest() == digest
