@@ -43,7 +43,7 @@ def _write_video(group: h5py.Group, v: Video) -> None:
 
     _put(group, "frames", np.ascontiguousarray(v.frames, np.uint8), (1, h, w, 3))
     _put(group, "visible_ids", np.ascontiguousarray(v.visible_ids, np.uint16), (1, h, w))
-    _put(group, "amodal", np.ascontiguousarray(v.amodal, bool), (1, 1, h, w) if k else None)
+    _put(group, "amodal", np.ascontiguousarray(v.amodal, bool), (k, 1, h, w) if k else None)
     _put(group, "amodal_annotated", np.asarray(v.amodal_annotated, bool), None)
     _put(group, "presence", np.asarray(v.presence, bool), None)
     _put(group, "track_ids", np.asarray(v.track_ids, np.int64), None)
@@ -59,7 +59,7 @@ def _write_video(group: h5py.Group, v: Video) -> None:
         _put(group, "object_class", np.asarray(v.object_class, np.int32), None)
     if v.pred_amodal is not None:
         pred = np.ascontiguousarray(v.pred_amodal, np.uint8)
-        _put(group, "pred_amodal", pred, (1, 1, h, w) if k else None)
+        _put(group, "pred_amodal", pred, (k, 1, h, w) if k else None)
     group.attrs["provenance"] = json.dumps(v.provenance, sort_keys=True)
     group.attrs["flow_backend"] = v.flow_backend
 
