@@ -222,6 +222,8 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     if dist_info().main:
         _hold(out)
 
+    from amodalkit.engine.seeds import parse_seeds
+
     seed_list = parse_seeds(seeds, seed)
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, ema=ema, seed=seed,
@@ -257,11 +259,19 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
 @click.option("--scale", default=4, show_default=True, type=int, help="Pixel magnification.")
 def show(shard: str, video_index: int, out: Path, models_: tuple[str, ...], aliases: tuple[str, ...],
          checkpoint: str | None, n_frames: int, scale: int) -> None:
-    """Draw a video: visible masks, amodal ground-truth and optionally models' predictions (--model)."""
+    """Draw a video: visible masks, amodal ground truth, models' predictions (--model) with errors and mIoU.
+
+    Columns are numbered frames (a GIF counts them); object k has one colour in every row.
+    Where the shard has amodal ground truth, each prediction's false-positive and false-negative
+    pixels have their own colours and its frame-level mIoU on this video (full and occluded)
+    stands beside it; the legend says what tint, outline and colours mean.
+    """
     from amodalkit.evaluation.evaluate import predict_binary
+    from amodalkit.evaluation.per_video import video_scores
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shard_read import ShardReader
     from amodalkit.models.registry import get_model_spec
+    from amodalkit.tables.report import score_note
     from amodalkit.viz import save_video_picture
 
     if n_frames < 1 or scale < 1:
@@ -286,7 +296,10 @@ def show(shard: str, video_index: int, out: Path, models_: tuple[str, ...], alia
         m = _model_method(name, checkpoint if name in needing else None, "auto", quiet=True)
         preds[name.removeprefix("zoo:")] = predict_binary(m, video)
     amodal = video.amodal if video.amodal_annotated.any() else None
-    save_video_picture(out, video.frames, video.visible_masks(), amodal, preds, n_frames, scale)
+    notes = {} if amodal is None else {name: score_note(video_scores(video, p)) for name, p in preds.items()}
+    save_video_picture(out, video.frames, video.visible_masks(), amodal, preds, n_frames, scale, notes=notes,
+                       annotated=video.amodal_annotated, title=f"{Path(shard).name}  video {video_index} "
+                       f"({video.name}), {video.num_frames} frames")
     click.echo(f"wrote {out}")
 
 
@@ -356,17 +369,3 @@ def export_coco_cmd(shards: tuple[str, ...], out: Path, model: str | None, metho
     if m is not None:
         click.echo(f"wrote {pred_out}: {counts['predictions']} predictions")
 
-
-def parse_seeds(seeds: str | None, seed: int) -> list[int] | None:
-    """``--seeds 0,1,2`` as a list (None without it); it replaces --seed, so both together is an error."""
-    if seeds is None:
-        return None
-    if seed != 0:
-        raise AmodalkitError("--seeds replaces --seed; give one of them")
-    try:
-        out = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError as exc:
-        raise AmodalkitError(f"--seeds takes comma-separated integers, got {seeds!r}") from exc
-    if not out or len(set(out)) != len(out) or min(out) < 0:
-        raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {seeds!r}")
-    return out

@@ -1,4 +1,4 @@
-"""Commands for published results: the model zoo and the paper's tables (benchmark)."""
+"""Commands for published results: the model zoo, the paper's tables (benchmark) and their page (report)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ def zoo_download(name: str, quiet: bool) -> None:
               help="Comma-separated models to compare (default: every registered model, `amodalkit models`).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (trained methods).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every training.")
+@click.option("--seeds", default=None,
+              help="Comma-separated seeds: each trained row once per seed, reported as mean ± sd.")
 @click.option("--epochs", multiple=True, metavar="[NAME=]N",
               help="Training epochs of every trained method (N) or of one (savos=N, deocclusion=N, unet=N; "
                    "repeatable; the ablations follow savos). Default savos 12, the others 10.")
@@ -53,8 +55,9 @@ def zoo_download(name: str, quiet: bool) -> None:
 @click.option("--tta-max-iters", default=20, show_default=True, type=int,
               help="Cap on adaptation steps per video.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int, epochs: tuple[str, ...],
-              budget_minutes: float, ablations: bool, tta: bool, tta_max_iters: int, quiet: bool) -> None:
+def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int, seeds: str | None,
+              epochs: tuple[str, ...], budget_minutes: float, ablations: bool, tta: bool, tta_max_iters: int,
+              quiet: bool) -> None:
     """Train, score and compare methods: results.json, results.md (Table 1 layout), figure.png.
 
     \b
@@ -65,15 +68,47 @@ def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int
     within an hour; --ablations adds five SaVos trainings of the same budget. Rows
     already in OUT/methods/ are skipped on a rerun and interrupted trainings resume.
     """
+    from amodalkit.engine.seeds import parse_seeds
     from amodalkit.io.paths import refuse_overwrite
     from amodalkit.tables.benchmark import run_benchmark
     from amodalkit.tables.config import benchmark_config
 
+    seed_list = parse_seeds(seeds, seed) or []
     refuse_overwrite({"--out": out}, [data], output_folders=True)
     _hold(out)
-    cfg = benchmark_config(data, out, methods, epochs, ablations, device=device, seed=seed,
-                      budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
+    cfg = benchmark_config(data, out, methods, epochs, ablations, device=device, seed=seed, seeds=seed_list,
+                           budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
     run_benchmark(cfg)
     click.echo((out / "results.md").read_text().rstrip())
     extra = ", ablations.md" if ablations else ""
     click.echo(f"wrote results.json, results.md and figure.png{extra} in {out}")
+
+
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML page to write (self-contained: open it anywhere, offline).")
+@click.option("--rescore", default="cheap", show_default=True, type=click.Choice(["none", "cheap", "all"]),
+              help="Methods without per-video scores in RESULTS, when their shards are here: re-score none, "
+                   "the rule-based ones (cheap), or all (also trained ones, from their checkpoints).")
+@click.option("--worst", default=3, show_default=True, type=int,
+              help="Worst videos to list and animate, methods side by side (0 = none).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (trained methods).")
+def report(results: Path, out: Path, rescore: str, worst: int, device: str) -> None:
+    """One HTML page of a benchmark results folder (or results.json) or an `evaluate --json` file.
+
+    \b
+    Tables with the command behind each number, per-video score distributions, the worst
+    videos as animations (when their shards are present) and the benchmark figure; CSS,
+    script and images are inlined, so the page needs no network.
+    """
+    from amodalkit.io.paths import check_writable, refuse_overwrite
+    from amodalkit.tables.html_report import write_report
+
+    check_writable(out, "--out page")
+    source = results / "results.json" if results.is_dir() else results
+    refuse_overwrite({"--out": out}, [source, source.parent / "figure.png"])
+    summary = write_report(results, out, rescore=rescore, worst=worst, device=device)
+    scored = ", ".join(summary["per_video_rows"]) or "none"
+    click.echo(f"wrote {out} ({summary['bytes'] // 1024} KiB): {summary['rows']} methods, per-video "
+               f"scores of {scored}, {summary['animations']} animations")

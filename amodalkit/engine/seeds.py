@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from amodalkit.engine.trainer import TrainConfig, train_model
+from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import write_json
 
 SEEDS_FILE = "seeds.json"
@@ -39,3 +40,18 @@ def train_seeds(cfg: TrainConfig, model_name: str, model_config: object, seeds: 
               "best_loss": mean_sd([runs[str(s)]["best_loss"] for s in seeds]), "runs": runs}
     write_json(Path(cfg.out) / SEEDS_FILE, record)
     return record
+
+
+def parse_seeds(seeds: str | None, seed: int) -> list[int] | None:
+    """``--seeds 0,1,2`` as a list (None without it); it replaces --seed, so both together is an error."""
+    if seeds is None:
+        return None
+    if seed != 0:
+        raise AmodalkitError("--seeds replaces --seed; give one of them")
+    try:
+        out = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise AmodalkitError(f"--seeds takes comma-separated integers, got {seeds!r}") from exc
+    if not out or len(set(out)) != len(out) or min(out) < 0:
+        raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {seeds!r}")
+    return out

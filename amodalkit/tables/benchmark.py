@@ -15,7 +15,8 @@ The results folder::
       results.json           config + every row
       results.md             the paper's Table 1 layout (+ training and inference cost)
       ablations.md           the paper's Table 2 layout (with ablations)
-      figure.png             the same frames of one test video, one row per method
+      figure.png             the 2 test videos where the method families differ most, errors coloured,
+                             each row with its mIoU on that video
 
 A rerun skips rows whose ``methods/ROW.json`` exists and resumes interrupted trainings.
 """
@@ -26,12 +27,13 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from amodalkit.engine.seeds import mean_sd
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.atomic import atomic_path, remove_stale_temps, write_json
@@ -81,11 +83,43 @@ def _finite(data: object) -> object:
 
 
 def run_row(cfg: BenchmarkConfig, row: Row, test: list[Path]) -> dict:
-    """Train (or finish training) if the row needs it, score it on the test shards; return its entry."""
-    checkpoint, training = None, None
-    if row.run is not None:
+    """Train (or finish training) if the row needs it, score it on the test shards; return its entry.
+
+    A trained row with several seeds trains and scores once per seed (``runs/ROW/seed-N``); its
+    entry holds each seed's scores under ``per_seed``, their mean as ``metrics`` and mean, sample
+    sd and values under ``spread``.
+    """
+    if row.run is None:
+        return score_row(cfg, row, test, None)
+    seeds = cfg.seed_list()
+    entries = []
+    for seed in seeds:
         run_dir = Path(cfg.out) / "runs" / row.run
-        checkpoint = train_row_run(cfg, row, run_dir)
+        run_dir = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
+        seeded = replace(cfg, seed=seed)
+        entries.append(score_row(seeded, row, test, run_dir, train_row_run(seeded, row, run_dir)))
+    return entries[0] if len(entries) == 1 else combine_seeds(entries, seeds)
+
+
+def combine_seeds(entries: list[dict], seeds: list[int]) -> dict:
+    """One row's entry over several seeds: mean metrics, their spread, and every seed's own entry."""
+    keys = list(entries[0]["metrics"])
+    spread = {k: mean_sd([e["metrics"][k] for e in entries]) for k in keys}
+    own = ("metrics", "training", "train_seconds", "eval_seconds", "commands")
+    per_seed = {str(s): {k: e[k] for k in own} for s, e in zip(seeds, entries, strict=True)}
+    combined = dict(entries[0])
+    combined |= {"metrics": {k: spread[k]["mean"] for k in keys}, "spread": spread, "seed": seeds,
+                 "per_seed": per_seed,
+                 "train_seconds": sum(e["train_seconds"] or 0.0 for e in entries),
+                 "eval_seconds": sum(e["eval_seconds"] for e in entries)}
+    return _finite(combined)
+
+
+def score_row(cfg: BenchmarkConfig, row: Row, test: list[Path], run_dir: Path | None,
+              checkpoint: Path | None = None) -> dict:
+    """Score one row (with its trained checkpoint from `run_dir`, if any) and build its entry."""
+    training = None
+    if run_dir is not None:
         budget = cfg.train[row.method]
         training = {**json.loads((run_dir / PROGRESS).read_text()), "run_dir": str(run_dir),
                     "checkpoint": str(checkpoint), "budget": asdict(budget)}

@@ -26,7 +26,8 @@ def _flags(options: dict) -> list[str]:
 def benchmark_command(cfg: BenchmarkConfig) -> str:
     """The ``amodalkit benchmark`` command line of a config (config.json holds every setting)."""
     parts = ["amodalkit", "benchmark", "--data", cfg.data, "--out", cfg.out,
-             "--methods", ",".join(cfg.methods), "--device", cfg.device, "--seed", str(cfg.seed),
+             "--methods", ",".join(cfg.methods), "--device", cfg.device,
+             *(["--seeds", ",".join(map(str, cfg.seeds))] if cfg.seeds else ["--seed", str(cfg.seed)]),
              "--budget-minutes", f"{cfg.budget_minutes:g}"]
     for name in list_models(trained=True):
         if name in cfg.methods:
@@ -45,6 +46,8 @@ def row_commands(cfg: BenchmarkConfig, row: Row, epochs: int | None) -> dict[str
         return {"evaluate": shlex.join(["amodalkit", "evaluate", "--model", row.method, *_flags(row.options),
                                         "--data", test])}
     run = Path(cfg.out) / "runs" / row.run
+    if len(cfg.seed_list()) > 1:
+        run = run / f"seed-{cfg.seed}"
     budget = cfg.train[row.method]
     options = {**budget.options, **({row.ablation: True} if row.ablation else {})}
     evaluate = ["amodalkit", "evaluate", "--model", row.method, "--checkpoint", str(run / "best.safetensors"),

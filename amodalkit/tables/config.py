@@ -53,6 +53,8 @@ class BenchmarkConfig:
     methods: list[str] = field(default_factory=list_models)
     device: str = "auto"
     seed: int = 0
+    #: several seeds: every trained row trained and scored once per seed, reported as mean ± sd
+    seeds: list[int] = field(default_factory=list)
     budget_minutes: float = 15.0
     train: dict[str, TrainBudget] = field(default_factory=default_budgets)
     ablations: list[str] = field(default_factory=list)
@@ -81,6 +83,12 @@ class BenchmarkConfig:
                 raise AmodalkitError(f"{name}: epochs and batch size must be at least 1, lr positive")
         if self.budget_minutes < 0 or self.tta_max_iters < 1 or self.figure_frames < 1:
             raise AmodalkitError("--budget-minutes must be >= 0, --tta-max-iters and figure frames >= 1")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {self.seeds}")
+
+    def seed_list(self) -> list[int]:
+        """The seeds every trained row runs with (``seeds``, or just ``seed``)."""
+        return list(self.seeds) or [self.seed]
 
     def record(self) -> dict:
         """The JSON form saved as config.json (without settings that do not change numbers)."""

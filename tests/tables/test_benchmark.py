@@ -17,6 +17,7 @@ from amodalkit.models.registry import list_models
 from amodalkit.models.savos.config import ABLATIONS
 from amodalkit.tables.benchmark import run_benchmark
 from amodalkit.tables.config import BenchmarkConfig, TrainBudget, benchmark_config, parse_epochs
+from amodalkit.viz import LABEL_WIDTH
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
               "crop_mode": "track"}
@@ -92,14 +93,16 @@ def test_results_md_is_table_one(bench: Path) -> None:
     assert "![methods side by side](figure.png)" in md
 
 
-def test_figure_shows_each_method(bench: Path) -> None:
+def test_figure_shows_each_method_family(bench: Path) -> None:
     results = _strict_json(bench / "results.json")
+    fig = results["figure"]
+    assert fig["rows"] == ["convex", "temporal-k5-bi", "deocclusion", "savos", "unet"]
+    assert len(fig["videos"]) == 2 and fig["frames"] == 6 and fig["video"]
+    assert set(fig["per_video"]["scores"]) == set(fig["rows"]) and len(fig["per_video"]["videos"]) == 6
     with Image.open(bench / "figure.png") as img:
         width, height = img.size
-    panels = 2 + len(ALL_ROWS)
-    assert height == panels * 50 * 3 + (panels - 1) * 2
-    assert width == 6 * 56 * 3 + 5 * 2
-    assert results["figure"]["frames"] == 6 and results["figure"]["video"]
+    assert width == LABEL_WIDTH + 6 * 56 * 3 + 5 * 2
+    assert height > 2 * 7 * 50 * 3
 
 
 def test_rerun_skips_finished_methods(bench: Path, cg_savos: Path, monkeypatch: pytest.MonkeyPatch,
@@ -231,3 +234,22 @@ def test_config_helpers() -> None:
         benchmark_config("d", "o", "convex,fancy").validate()
     with pytest.raises(AmodalkitError, match="add savos"):
         benchmark_config("d", "o", "convex", ablations=True).validate()
+
+
+def test_seeds_give_mean_and_spread(cg_savos: Path, tmp_path: Path) -> None:
+    cfg = _tiny(cg_savos, tmp_path / "s", methods="convex,unet", seeds=[0, 1])
+    cfg.train["unet"] = TrainBudget(epochs=1, batch_size=16, max_steps=2,
+                                    options={"crop": "16x16", "channels": "4,8"})
+    results = run_benchmark(cfg)
+    unet = results["methods"]["unet"]
+    assert set(unet["per_seed"]) == {"0", "1"} and unet["seed"] == [0, 1]
+    occluded = [unet["per_seed"][s]["metrics"]["frame_miou_occluded"] for s in ("0", "1")]
+    assert unet["spread"]["frame_miou_occluded"]["values"] == occluded
+    assert unet["metrics"]["frame_miou_occluded"] == pytest.approx(sum(occluded) / 2)
+    assert (tmp_path / "s" / "runs" / "unet" / "seed-1" / "best.safetensors").is_file()
+    assert "spread" not in results["methods"]["convex"]
+    md = (tmp_path / "s" / "results.md").read_text()
+    assert " ± " in md and "Convex hull vs Supervised U-Net (oracle)" in md and "--seeds 0,1" in md
+    assert "seed-1" in unet["per_seed"]["1"]["commands"]["evaluate"]
+    with pytest.raises(AmodalkitError, match="--seeds needs distinct"):
+        _tiny(cg_savos, tmp_path / "t", methods="convex", seeds=[1, 1]).validate()

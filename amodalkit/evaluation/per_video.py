@@ -1,0 +1,19 @@
+"""One video's scores: the paper's frame-level full and occluded mIoU of a prediction, for pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amodalkit.evaluation.evaluate import scored_object_frames
+from amodalkit.evaluation.metrics import MetricAccumulator, score_video
+from amodalkit.io.shards import Video
+
+
+def video_scores(video: Video, pred: np.ndarray) -> dict[str, float]:
+    """Frame-level full and occluded mIoU of a thresholded (K, T, H, W) prediction of `video` (NaN: none)."""
+    acc = MetricAccumulator()
+    scored = scored_object_frames(video)
+    if scored.any():
+        acc.add(score_video(pred, video.amodal, video.visible_masks(), scored))
+    result = acc.result()
+    return {"full": result["frame_miou_full"], "occluded": result["frame_miou_occluded"]}
