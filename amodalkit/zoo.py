@@ -53,6 +53,20 @@ class ZooEntry:
     training_command: str = ""
     metrics: dict = field(default_factory=dict)
     notes: str = ""
+    #: the recipe rerun with other seeds: {"shipped": seed, "data": ..., "per_seed": {seed: {metric: value}}}
+    seeds: dict = field(default_factory=dict)
+
+    def seed_spread(self) -> dict[str, dict]:
+        """Mean and sample sd of each metric over the recipe's seeds (empty without seeds)."""
+        per_seed = self.seeds.get("per_seed", {})
+        keys = sorted({k for m in per_seed.values() for k in m})
+        out = {}
+        for k in keys:
+            values = [m[k] for m in per_seed.values() if k in m]
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            out[k] = {"mean": mean, "sd": sd, "n": len(values)}
+        return out
 
 
 def zoo_dir() -> Path:
@@ -93,7 +107,7 @@ def load_registry(path: str | Path | None = None) -> dict[str, ZooEntry]:
 
 
 ENTRY_TYPES = {"name": str, "model": str, "file": str, "sha256": str, "size": int, "url": str, "config": dict,
-               "training_data": str, "training_command": str, "metrics": dict, "notes": str}
+               "training_data": str, "training_command": str, "metrics": dict, "notes": str, "seeds": dict}
 
 
 def _check_entry_types(entry: ZooEntry, path: Path) -> None:
@@ -113,6 +127,15 @@ def _check_entry_types(entry: ZooEntry, path: Path) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise AmodalkitError(f"malformed zoo registry: model {entry.name!r} metric {key!r} must be a "
                                  f"number or text, got {value!r:.40}", path)
+    per_seed = entry.seeds.get("per_seed", {})
+
+    def numeric(metrics: object) -> bool:
+        return isinstance(metrics, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+
+    if not isinstance(per_seed, dict) or not all(numeric(m) for m in per_seed.values()):
+        raise AmodalkitError(f"malformed zoo registry: model {entry.name!r} seeds.per_seed must map seeds "
+                             "to numeric metrics", path)
 
 
 def get_entry(name: str) -> ZooEntry:
@@ -216,4 +239,10 @@ def format_registry(entries: dict[str, ZooEntry]) -> str:
         lines.append(f"    trained on: {e.training_data}")
         if metric:
             lines.append(f"    metrics: {metric}")
+        spread = e.seed_spread()
+        if spread:
+            seeds = ", ".join(e.seeds["per_seed"])
+            shown = "; ".join(f"{k} {v['mean']:.4f} ± {v['sd']:.4f}" for k, v in spread.items())
+            lines.append(f"    over seeds {seeds} (mean ± sd, n={next(iter(spread.values()))['n']}): {shown}")
+            lines.append(f"    shipped: seed {e.seeds.get('shipped')}; {e.seeds.get('data', '')}")
     return "\n".join(lines)

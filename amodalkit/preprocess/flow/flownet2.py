@@ -22,15 +22,14 @@ the flow is resized back and rescaled (:func:`estimate_flow`).
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.torch_files import load_error_reason, load_plain
 from amodalkit.ops.warp import warp_backward_torch
 
 DIV_FLOW = 20.0
@@ -389,37 +388,6 @@ def official_state_dict_keys() -> list[str]:
         return list(FlowNet2().state_dict().keys())
 
 
-def _numpy_scalar_globals() -> list[object]:
-    """The numpy reconstructors a checkpoint's metadata may pickle (``best_EPE`` as a numpy float)."""
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:
-        from numpy.core.multiarray import scalar
-    dtypes = [type(np.dtype(c)) for c in ("float16", "float32", "float64", "int32", "int64")]
-    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, *dtypes]
-
-
-def _load_checkpoint_object(path: Path) -> object:
-    """``torch.load`` with ``weights_only=True``; numpy scalars and dtypes are allowed as well."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _reason(exc: BaseException) -> str:
-    """The informative line of a ``torch.load`` error."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        tail = text.split("WeightsUnpickler error:", 1)[1]
-        lines = [ln.strip() for ln in tail.splitlines() if ln.strip() and not ln.startswith("Check the doc")]
-        if lines:
-            return lines[0]
-    return text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
-
-
 def load_flownet2(path: str | Path, device: str | torch.device = "cpu") -> FlowNet2:
     """Build FlowNet2 and load an official checkpoint (``{'state_dict': ..., ...}`` or a bare state dict)."""
     path = Path(path)
@@ -427,10 +395,10 @@ def load_flownet2(path: str | Path, device: str | torch.device = "cpu") -> FlowN
         raise AmodalkitError("FlowNet2 checkpoint not found (download FlowNet2_checkpoint.pth.tar as the "
                              "NVIDIA/flownet2-pytorch README says)", path)
     try:
-        obj = _load_checkpoint_object(path)
+        obj = load_plain(path)
     except Exception as exc:  # a malformed pickle can fail in any way; weights_only keeps it safe
-        raise AmodalkitError(f"not a PyTorch checkpoint of tensors and plain values ({_reason(exc)})",
-                             path) from exc
+        raise AmodalkitError(f"not a PyTorch checkpoint of tensors and plain values "
+                             f"({load_error_reason(exc)})", path) from exc
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AmodalkitError("not a FlowNet2 checkpoint: expected a dict with a 'state_dict' of tensors",

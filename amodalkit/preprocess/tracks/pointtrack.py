@@ -36,7 +36,6 @@ Public API:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.io.torch_files import load_error_reason, load_plain
 from amodalkit.preprocess.tracks.formats import FrameInstances, Instance
 from amodalkit.preprocess.tracks.pointtrack_nets import (
     EMBEDDING_DIM,
@@ -87,34 +87,6 @@ SEGMENTER_FILE = "best_seed_model.pthCar"
 TRACKER_FILE = "PointTrack.pthCar"
 
 
-def _numpy_globals() -> list[object]:
-    """numpy reconstructors a training checkpoint's metadata may hold (``best_iou`` as a numpy float)."""
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:
-        from numpy.core.multiarray import scalar
-    dtypes = [type(np.dtype(c)) for c in ("float32", "float64", "int32", "int64", "bool")]
-    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, *dtypes]
-
-
-def _load_plain(path: Path) -> object:
-    """``torch.load`` restricted to tensors and plain values (numpy scalars allowed on a second try)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The telling line of a ``torch.load`` failure."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].strip()
-    return text.splitlines()[0][:200] if text.strip() else type(exc).__name__
-
-
 def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """The ``model_state_dict`` (or bare state dict) of a checkpoint, ``module.`` stripped."""
     path = Path(path)
@@ -122,10 +94,10 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         raise AmodalkitError(f"PointTrack {what} checkpoint not found (download {SEGMENTER_FILE} and "
                              f"{TRACKER_FILE} from the links in the detectRecog/PointTrack README)", path)
     try:
-        obj = _load_plain(path)
+        obj = load_plain(path)
     except Exception as exc:  # a damaged or foreign file can fail in any way; weights_only keeps it safe
         raise AmodalkitError(f"not a readable PyTorch checkpoint of tensors and plain values "
-                             f"({_first_line(exc)})", path) from exc
+                             f"({load_error_reason(exc)})", path) from exc
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
