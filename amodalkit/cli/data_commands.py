@@ -216,7 +216,7 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     listed in OUT/match_report.json and never used. Re-runs skip finished drives.
     """
     from amodalkit.datasets import kins_video
-    from amodalkit.datasets.kins_video import build_kins_video, format_summary
+    from amodalkit.datasets.kins_video import build_kins_video, format_build_summary
     from amodalkit.datasets.kins_video_plan import BuildConfig
     from amodalkit.io.paths import refuse_overwrite
 
@@ -228,7 +228,7 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
                       search_unmapped=search_unmapped)
     summary = build_kins_video(kitti_raw, kitti_devkit, kitti_object, list(kins_json), out_dir, cfg, jobs,
                                scheduler, quiet)
-    click.echo(format_summary(summary))
+    click.echo(format_build_summary(summary))
     click.echo(f"shards, match_report.json, splits.json and summary.json in {out_dir}")
 
 

@@ -104,7 +104,7 @@ def summarize(stats: Sequence[dict], report: dict, splits: dict[str, list[str]])
     }
 
 
-def format_summary(summary: dict) -> str:
+def format_build_summary(summary: dict) -> str:
     """A few lines for the terminal."""
     im = summary["images"]
     lines = [f"KINS images: {im['images']}, verified {im['verified']}, mismatched {im['mismatched']} "

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
 
@@ -57,3 +59,23 @@ def imread(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None
     if size is not None:
         check_size(*size, "image", path)
     return cv2.imread(str(path), flags)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB (size checked first); unreadable is an error naming it."""
+    img = imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise AmodalkitError("not a readable image", path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_rgb_frames(paths: Sequence[str | Path], quiet: bool = True) -> np.ndarray:
+    """Frame images of one size as (T, H, W, 3) uint8 RGB; a frame of another size is an error."""
+    frames: list[np.ndarray] = []
+    for p in tqdm(paths, desc="frames", unit="frame", disable=quiet):
+        img = read_rgb(p)
+        if frames and img.shape != frames[0].shape:
+            raise AmodalkitError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame's "
+                                 f"{frames[0].shape[1]}x{frames[0].shape[0]}", p)
+        frames.append(img)
+    return np.stack(frames)

@@ -6,12 +6,11 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import output_lock, remove_stale_temps
-from amodalkit.io.images import imread, natural_key
+from amodalkit.io.images import natural_key, read_rgb
 from amodalkit.io.paths import refuse_overwrite
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import replace_flow
@@ -81,14 +80,6 @@ def list_frames(pattern: str) -> list[Path]:
     return [Path(p) for p in found]
 
 
-def read_frame(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB."""
-    img = imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise AmodalkitError("cannot read this image", path)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def flow_file_names(frames: Sequence[Path], out_dir: Path, fmt: str) -> list[Path]:
     """One output per consecutive pair, named after the pair's first frame; never over an input."""
     if fmt not in FRAME_FORMATS:
@@ -128,7 +119,7 @@ def _write_pairs(frames: list[Path], outs: list[Path], backend: FlowBackend, fmt
         for p in frames[start:stop + 1]:
             img = cache.get(p)
             if img is None:
-                img = read_frame(p)
+                img = read_rgb(p)
                 size = size or img.shape
                 if img.shape != size:
                     raise AmodalkitError(f"frame is {img.shape[1]}x{img.shape[0]}, the first frame is "

@@ -8,12 +8,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.images import check_size, header_size, imread, natural_key
+from amodalkit.io.images import check_size, header_size, natural_key, read_rgb_frames
 from amodalkit.io.shard_write import write_shard
 from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import FlowBackend
@@ -95,20 +94,6 @@ def list_frame_files(pattern: str | Path) -> list[Path]:
     return paths
 
 
-def read_frames(paths: Sequence[Path], quiet: bool = True) -> np.ndarray:
-    """Read frame images of one size: (T, H, W, 3) uint8 RGB."""
-    frames: list[np.ndarray] = []
-    for p in tqdm(paths, desc="frames", unit="frame", disable=quiet):
-        img = imread(p, cv2.IMREAD_COLOR)
-        if img is None:
-            raise AmodalkitError("not a readable image", p)
-        if frames and img.shape != frames[0].shape:
-            raise AmodalkitError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame's "
-                                 f"{frames[0].shape[1]}x{frames[0].shape[0]}", p)
-        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
-
-
 def frame_numbers_from_names(paths: Sequence[Path]) -> list[int]:
     """Frame numbers from file names like 000123.png; positions 0..T-1 when a name holds no number."""
     found = [re.fullmatch(r"\D*?(\d+)", p.stem) for p in paths]
@@ -179,7 +164,7 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
     if first is not None:
         check_size(*first, "frame", paths[0])
     instances, used_fmt = read_tracks(source, fmt, wanted, frames=set(numbers), size=first)
-    frames = read_frames(paths, quiet)
+    frames = read_rgb_frames(paths, quiet)
     provenance: dict = {"stage": "tracks", "source": str(source), "format": used_fmt,
                         "frames": frames_pattern, "tracker": tracker,
                         "classes": sorted(wanted) if wanted is not None else "all but ignore"}
@@ -258,7 +243,7 @@ def _build_from_segmenter(out: str | Path, frames_pattern: str, segment: str,
     dev = resolve_device(device)
     segmenter = load_segmenter(seg_checkpoint, dev)
     paths = list_frame_files(frames_pattern)
-    frames = read_frames(paths, quiet)
+    frames = read_rgb_frames(paths, quiet)
     car = CLASS_IDS["car"]
     if tracker == "pointtrack":
         trk = load_tracker(track_checkpoint, dev)
