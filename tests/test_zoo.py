@@ -302,3 +302,11 @@ def test_registry_fields_of_the_wrong_type_are_one_line_errors(registry: Path,
         code, _, err = run(capsys, *args)
         assert_one_line_error(code, err, str(registry), "malformed zoo registry", needle)
     assert registry.read_bytes() == before
+
+
+def test_zoo_list_shows_the_spread_over_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from amodalkit.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "over seeds 0, 1, 2 (mean ± sd, n=3): frame_miou_full" in out and "shipped: seed 0" in out
