@@ -42,7 +42,9 @@ def export_coco(paths: Sequence[Path], out: str | Path, method: AmodalMethod | N
     ``inmodal_bbox``, ``inmodal_area``, plus ``track_id``/``video``/``frame_index``. With
     `method`, `pred_out` receives a COCO results list (``segmentation`` = thresholded
     prediction united with the visible mask, ``score`` 1) for the same object-frames, each
-    carrying the ``annotation_id`` it predicts. Returns counts.
+    carrying the ``annotation_id`` it predicts. Videos without amodal ground truth (e.g. from
+    ``amodalkit tracks``) still get images and predictions, for every present object-frame
+    with visible pixels (``annotation_id`` null). Returns counts.
     """
     images: list[dict] = []
     annotations: list[dict] = []
@@ -55,9 +57,12 @@ def export_coco(paths: Sequence[Path], out: str | Path, method: AmodalMethod | N
                 for c, n in _category_names(reader.provenance, video).items():
                     categories.setdefault(c, n)
                 scored = scored_object_frames(video)
-                if not scored.any():
+                labelled = bool(scored.any())
+                if not labelled and method is None:
                     continue
                 visible = video.visible_masks()
+                if not labelled:
+                    scored = video.presence & visible.any(axis=(-2, -1))
                 pred = predict_binary(method, video) if method is not None else None
                 classes = video.object_class if video.object_class is not None else np.ones(video.num_objects)
                 h, w = video.size
@@ -69,22 +74,27 @@ def export_coco(paths: Sequence[Path], out: str | Path, method: AmodalMethod | N
                     for k in np.flatnonzero(scored[:, t]):
                         cat = int(classes[k])
                         categories.setdefault(cat, "object")
-                        a, v = _rle_json(video.amodal[k, t]), _rle_json(visible[k, t])
-                        ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                               "segmentation": {"size": a["size"], "counts": a["counts"]}, "bbox": a["bbox"],
-                               "area": a["area"], "inmodal_seg": {"size": v["size"], "counts": v["counts"]},
-                               "inmodal_bbox": v["bbox"], "inmodal_area": v["area"], "iscrowd": 0,
-                               "track_id": int(video.track_ids[k]), "video": video.name,
-                               "frame_index": int(t)}
-                        annotations.append(ann)
+                        v = _rle_json(visible[k, t])
+                        inmodal = {"size": v["size"], "counts": v["counts"]}
+                        ann_id = None
+                        if labelled:
+                            a = _rle_json(video.amodal[k, t])
+                            ann_id = len(annotations) + 1
+                            annotations.append({
+                                "id": ann_id, "image_id": image_id, "category_id": cat,
+                                "segmentation": {"size": a["size"], "counts": a["counts"]}, "bbox": a["bbox"],
+                                "area": a["area"], "inmodal_seg": inmodal, "inmodal_bbox": v["bbox"],
+                                "inmodal_area": v["area"], "iscrowd": 0, "track_id": int(video.track_ids[k]),
+                                "video": video.name, "frame_index": int(t)})
                         if pred is not None:
                             p = _rle_json(pred[k, t])
                             results.append({"image_id": image_id, "category_id": cat, "score": 1.0,
                                             "segmentation": {"size": p["size"], "counts": p["counts"]},
-                                            "bbox": p["bbox"], "inmodal_seg": ann["inmodal_seg"],
-                                            "annotation_id": ann["id"], "track_id": ann["track_id"]})
-    if not annotations:
-        raise AmodalkitError("the shards hold no scored amodal ground truth to export",
+                                            "bbox": p["bbox"], "inmodal_seg": inmodal,
+                                            "annotation_id": ann_id, "track_id": int(video.track_ids[k])})
+    if not annotations and not results:
+        raise AmodalkitError("the shards hold no scored amodal ground truth to export (give --model to "
+                             "export predictions for shards without it)",
                              paths[0] if len(paths) == 1 else None)
     gt = {"info": {"description": "amodalkit export-coco (KINS-style amodal annotations)",
                    "shards": [str(p) for p in paths]},

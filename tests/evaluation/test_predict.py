@@ -86,3 +86,16 @@ def test_bad_predict_options(unlabelled: Path, tmp_path: Path,
     assert_one_line_error(code, err, "--model savos needs --checkpoint")
     code, _, err = _predict(capsys, unlabelled, unlabelled.parent, "--model", "convex")
     assert_one_line_error(code, err, "--out")
+
+
+def test_export_coco_writes_predictions_without_ground_truth(unlabelled: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    gt, pred = tmp_path / "gt.json", tmp_path / "pred.json"
+    code, _, err = run(capsys, "export-coco", str(unlabelled), "--out", str(gt), "--model", "convex",
+                       "--pred-out", str(pred), "--quiet")
+    assert code == 0, err
+    truth, results = json.loads(gt.read_text()), json.loads(pred.read_text())
+    assert truth["annotations"] == [] and truth["images"] and results
+    assert all(r["annotation_id"] is None for r in results)
+    code, _, err = run(capsys, "export-coco", str(unlabelled), "--out", str(tmp_path / "g2.json"), "--quiet")
+    assert_one_line_error(code, err, "give --model to export predictions")
