@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from machine import cpu_name
 
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
 from amodalkit.evaluation.evaluate import (
@@ -49,14 +48,6 @@ METRICS = ("frame_miou_full", "frame_miou_occluded", "object_miou_full", "object
            "n_videos", "n_frames", "n_object_frames", "n_occluded_object_frames")
 
 
-def cpu_name() -> str:
-    """The CPU model name from ``lscpu`` (or the platform's guess)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def evaluate_old(method: AmodalMethod, paths: Sequence[Path]) -> dict:

@@ -15,9 +15,7 @@ U-Net a freshly initialised default network (its speed does not depend on the we
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 
 from amodalkit import zoo
 from amodalkit.datasets.chewing_gum import generate_dataset, make_config
@@ -33,16 +32,6 @@ from amodalkit.io.shards import Video, expand_shard_paths
 from amodalkit.models.base import AmodalMethod
 from amodalkit.models.baselines.unet import UNet, UNetConfig, UNetMethod
 from amodalkit.models.reference import framewise_per_object, savos_per_object
-
-
-def cpu_name() -> str:
-    """The CPU model name from ``lscpu`` (or the platform's guess)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def read_videos(n: int, tmp: Path) -> list[Video]:

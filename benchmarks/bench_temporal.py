@@ -16,14 +16,13 @@ thread. CPU time is the process's, from ``time.process_time``; times are per pas
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
 import cv2
 import numpy as np
+from machine import cpu_name
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.io.shards import Video
@@ -33,14 +32,6 @@ from amodalkit.ops.warp import splat_mask
 SETTINGS = {"k=5, bi-directional": (5, True), "k=3": (3, False)}
 
 
-def cpu_name() -> str:
-    """The CPU model name from ``lscpu`` (or the platform's guess)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def old_aggregate_flow(visible: np.ndarray, aggregate: np.ndarray, flow: np.ndarray) -> np.ndarray:

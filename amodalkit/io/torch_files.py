@@ -43,3 +43,19 @@ def load_error_reason(exc: BaseException) -> str:
         if lines:
             return lines[0][:200]
     return text.splitlines()[0].split(". ")[0][:200] if text.strip() else type(exc).__name__
+
+
+def state_dict_mismatch(expected: dict, state: dict) -> str | None:
+    """How `state`'s names and shapes differ from a network's `expected` state dict (None: they match)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
+    return "; ".join(parts) or None

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.torch_files import load_error_reason, load_plain
+from amodalkit.io.torch_files import load_error_reason, load_plain, state_dict_mismatch
 from amodalkit.ops.warp import warp_backward_torch
 
 DIV_FLOW = 20.0
@@ -408,18 +408,8 @@ def load_flownet2(path: str | Path, device: str | torch.device = "cpu") -> FlowN
     with torch.device("meta"):
         model = FlowNet2()
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
-        raise AmodalkitError("not a FlowNet2 checkpoint: " + "; ".join(parts), path)
+    mismatch = state_dict_mismatch(expected, state)
+    if mismatch:
+        raise AmodalkitError("not a FlowNet2 checkpoint: " + mismatch, path)
     model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
     return for_inference(model, device)

@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.io.torch_files import load_error_reason, load_plain
+from amodalkit.io.torch_files import load_error_reason, load_plain, state_dict_mismatch
 from amodalkit.preprocess.tracks.formats import FrameInstances, Instance
 from amodalkit.preprocess.tracks.pointtrack_nets import (
     EMBEDDING_DIM,
@@ -114,21 +114,11 @@ def build_from_state(factory: Callable[[], M], state: dict[str, torch.Tensor], p
     with torch.device("meta"):
         model = factory()
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
+    mismatch = state_dict_mismatch(expected, state)
+    if mismatch:
         hint = {"segmenter": f" (is this the tracker, {TRACKER_FILE}?)",
                 "tracker": f" (is this the segmenter, {SEGMENTER_FILE}?)"}[what]
-        raise AmodalkitError(f"not a PointTrack {what} checkpoint: " + "; ".join(parts) + hint, path)
+        raise AmodalkitError(f"not a PointTrack {what} checkpoint: {mismatch}{hint}", path)
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise AmodalkitError(f"PointTrack {what} weight {bad[0]!r} holds NaN or infinite values", path)
