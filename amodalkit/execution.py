@@ -6,6 +6,7 @@ left half done is simply computed again.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -16,6 +17,13 @@ from amodalkit.errors import AmodalkitError
 
 #: one unit of work (a drive, a shard, a video range)
 Unit = TypeVar("Unit")
+#: the environment variable naming a Dask scheduler when no --scheduler is given
+SCHEDULER_ENV = "AMODALKIT_SCHEDULER"
+
+
+def scheduler_address(option: str | None) -> str | None:
+    """The Dask scheduler to use: `option` (--scheduler), else $AMODALKIT_SCHEDULER, else None (local)."""
+    return option or os.environ.get(SCHEDULER_ENV) or None
 
 
 def worker_device(device: str, worker_index: int, n_gpus: int) -> str:

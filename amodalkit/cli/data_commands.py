@@ -39,12 +39,15 @@ def info(shards: tuple[str, ...], json_out: bool) -> None:
 @click.option("--videos-per-shard", default=100, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--jobs", default=1, show_default=True, type=int, help="Parallel worker processes.")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler (tcp://HOST:8786; default $AMODALKIT_SCHEDULER): one task per shard.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | None, test: int | None,
                     frames: int | None, objects: int | None, height: int | None, width: int | None,
-                    videos_per_shard: int, seed: int, jobs: int, quiet: bool) -> None:
+                    videos_per_shard: int, seed: int, jobs: int, scheduler: str | None, quiet: bool) -> None:
     """Generate Chewing Gum videos into OUT_DIR/{split}-{index:05d}.h5 (re-runs skip done shards)."""
     from amodalkit.datasets.chewing_gum import PRESET_SPLITS, generate_dataset, make_config
+    from amodalkit.execution import scheduler_address
 
     cfg = make_config(preset, frames=frames, objects=objects, height=height, width=width)
     defaults = PRESET_SPLITS[preset]
@@ -54,7 +57,8 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
     if jobs < 1:
         raise AmodalkitError("--jobs must be at least 1")
     _hold(out_dir)
-    paths = generate_dataset(out_dir, cfg, splits, seed, videos_per_shard, jobs, quiet)
+    paths = generate_dataset(out_dir, cfg, splits, seed, videos_per_shard, jobs, quiet,
+                             scheduler_address(scheduler))
     counts = ", ".join(f"{k} {v}" for k, v in splits.items())
     click.echo(f"{len(paths)} shards in {out_dir} ({counts} videos)")
 
@@ -71,17 +75,28 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
               help="Output folder for --frames (one file per consecutive pair, named after its first frame).")
 @click.option("--format", "fmt", default="flo", show_default=True, type=click.Choice(["flo", "kitti-png"]),
               help="File format for --frames.")
+@click.option("--jobs", default=1, show_default=True, type=int,
+              help="Shards filled at once by local worker processes (each builds its own backend).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler (tcp://HOST:8786; default $AMODALKIT_SCHEDULER): one task per shard.")
 @click.option("--inspect", "inspect_files", multiple=True, type=click.Path(dir_okay=False),
               help="Only read .flo / KITTI .png flow files and describe them (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: str, batch_size: int,
-         frames_glob: str | None, out_dir: Path | None, fmt: str, inspect_files: tuple[str, ...],
-         quiet: bool) -> None:
+         frames_glob: str | None, out_dir: Path | None, fmt: str, jobs: int, scheduler: str | None,
+         inspect_files: tuple[str, ...], quiet: bool) -> None:
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
+    from amodalkit.execution import run_tasks, scheduler_address
     from amodalkit.io.paths import check_writable
     from amodalkit.io.shards import expand_shard_paths
     from amodalkit.preprocess.flow.backends import get_flow_backend
-    from amodalkit.preprocess.flow.stage import describe_flow_file, fill_shards_flow, write_folder_flow
+    from amodalkit.preprocess.flow.stage import (
+        describe_flow_file,
+        fill_shard_task,
+        fill_shards_flow,
+        shard_has_flow,
+        write_folder_flow,
+    )
 
     if inspect_files:
         for f in inspect_files:
@@ -104,7 +119,15 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
         outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, quiet)
         click.echo(f"wrote {len(outs)} {fmt} flow files to {out_dir}")
         return
-    done = fill_shards_flow(shard_paths, estimator, batch_size, quiet)
+    scheduler = scheduler_address(scheduler)
+    if jobs < 1:
+        raise AmodalkitError("--jobs must be at least 1")
+    if jobs == 1 and scheduler is None:
+        done = fill_shards_flow(shard_paths, estimator, batch_size, quiet)
+    else:
+        todo = [p for p in shard_paths if not shard_has_flow(p, estimator)]
+        tasks = [(p, backend, checkpoint, device, batch_size) for p in todo]
+        done = run_tasks(fill_shard_task, tasks, jobs, scheduler, quiet, unit="shard")
     skipped = f" ({len(shard_paths) - len(done)} already had it)" if len(done) < len(shard_paths) else ""
     click.echo(f"{estimator.name} flow in {len(done)} shards{skipped}")
 
@@ -226,8 +249,10 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     cfg = BuildConfig(tracks=tracks, context=context, flow=flow, checkpoint=checkpoint, device=device,
                       split_seed=split_seed, match_tolerance=match_tolerance, keep_unoccluded=keep_unoccluded,
                       search_unmapped=search_unmapped)
+    from amodalkit.execution import scheduler_address
+
     summary = build_kins_video(kitti_raw, kitti_devkit, kitti_object, list(kins_json), out_dir, cfg, jobs,
-                               scheduler, quiet)
+                               scheduler_address(scheduler), quiet)
     click.echo(format_build_summary(summary))
     click.echo(f"shards, match_report.json, splits.json and summary.json in {out_dir}")
 

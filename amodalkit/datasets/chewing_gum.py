@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
-from joblib import Parallel, delayed
 from numpy.lib.stride_tricks import sliding_window_view
-from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.execution import run_tasks
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import write_shard
@@ -374,8 +374,9 @@ def _shard_is_complete(path: Path, expected: int) -> bool:
 
 
 def generate_dataset(out_dir: str | Path, cfg: ChewingGumConfig, splits: dict[str, int], seed: int = 0,
-                     videos_per_shard: int = 100, jobs: int = 1, quiet: bool = False) -> list[Path]:
-    """Write all shards of all splits to `out_dir`, skipping complete ones; return their paths."""
+                     videos_per_shard: int = 100, jobs: int = 1, quiet: bool = False,
+                     scheduler: str | None = None) -> list[Path]:
+    """Write every shard of every split to `out_dir` (local processes or Dask), skipping done ones."""
     if videos_per_shard < 1:
         raise AmodalkitError("--videos-per-shard must be at least 1")
     if any(n < 0 for n in splits.values()):
@@ -404,9 +405,11 @@ def generate_dataset(out_dir: str | Path, cfg: ChewingGumConfig, splits: dict[st
                 tasks.append((path, split, start, stop))
     all_paths = [shard_path(out_dir, sp, s) for sp in SPLITS
                  for s in range(-(-splits.get(sp, 0) // videos_per_shard))]
-    if tasks:
-        work = (delayed(write_chewing_gum_shard)(p, cfg, seed, sp, a, b) for p, sp, a, b in tasks)
-        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(work)
-        for _ in tqdm(results, total=len(tasks), desc="shards", unit="shard", disable=quiet):
-            pass
+    run_tasks(partial(_write_task, cfg, seed), tasks, jobs, scheduler, quiet, unit="shard")
     return all_paths
+
+
+def _write_task(cfg: ChewingGumConfig, seed: int, task: tuple[Path, str, int, int]) -> Path:
+    """One shard as a unit of work: (path, split, start, stop)."""
+    path, split, start, stop = task
+    return write_chewing_gum_shard(path, cfg, seed, split, start, stop)

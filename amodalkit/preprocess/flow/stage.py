@@ -15,7 +15,7 @@ from amodalkit.io.paths import refuse_overwrite
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import replace_flow
 from amodalkit.io.shards import flow_for_storage
-from amodalkit.preprocess.flow.backends import FlowBackend, Progress
+from amodalkit.preprocess.flow.backends import FlowBackend, Progress, get_flow_backend
 
 FRAME_FORMATS = {"flo": ".flo", "kitti-png": ".png"}
 
@@ -69,6 +69,20 @@ def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: in
                 remove_stale_temps(p.parent)
                 fill_shard_flow(p, backend, batch_size, bar.update)
     return todo
+
+
+def fill_shard_task(task: tuple[Path, str, str | None, str, int]) -> str:
+    """One shard as a unit of work for many processes or a Dask cluster: the backend is built in the worker.
+
+    `task` is (shard, backend name, checkpoint, device, batch size); returns the shard's path.
+    """
+    path, name, checkpoint, device, batch_size = task
+    backend = get_flow_backend(name, checkpoint, device)
+    if not shard_has_flow(path, backend):
+        with output_lock(path.parent, f".{path.name}.lock"):
+            remove_stale_temps(path.parent)
+            fill_shard_flow(path, backend, batch_size)
+    return str(path)
 
 
 def list_frames(pattern: str) -> list[Path]:
