@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import statistics
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -63,9 +64,8 @@ class ZooEntry:
         out = {}
         for k in keys:
             values = [m[k] for m in per_seed.values() if k in m]
-            mean = sum(values) / len(values)
-            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-            out[k] = {"mean": mean, "sd": sd, "n": len(values)}
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[k] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
         return out
 
 

@@ -30,8 +30,8 @@ def predict_binary(method: AmodalMethod, video: Video) -> np.ndarray:
     return predict_binaries(method, [video])[0]
 
 
-def predict_binaries(method: AmodalMethod, videos: Sequence[Video]) -> list[np.ndarray]:
-    """:func:`predict_binary` of several videos, predicted together (:meth:`AmodalMethod.predict_videos`)."""
+def checked_predictions(method: AmodalMethod, videos: Sequence[Video]) -> list[np.ndarray]:
+    """``method.predict_videos(videos)``, each checked to be (K, T, H, W) for its video."""
     out = []
     for video, pred in zip(videos, method.predict_videos(videos), strict=True):
         pred = np.asarray(pred)
@@ -39,8 +39,14 @@ def predict_binaries(method: AmodalMethod, videos: Sequence[Video]) -> list[np.n
         if pred.shape != expected:
             raise AmodalkitError(f"method {method.name!r} returned shape {pred.shape} for video "
                                  f"{video.name!r}, expected {expected}")
-        out.append((pred > 0.5) | video.visible_masks())
+        out.append(pred)
     return out
+
+
+def predict_binaries(method: AmodalMethod, videos: Sequence[Video]) -> list[np.ndarray]:
+    """:func:`predict_binary` of several videos, predicted together (:meth:`AmodalMethod.predict_videos`)."""
+    preds = checked_predictions(method, videos)
+    return [(pred > 0.5) | video.visible_masks() for video, pred in zip(videos, preds, strict=True)]
 
 
 def unique_paths(paths: Sequence[Path]) -> list[Path]:

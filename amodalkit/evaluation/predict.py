@@ -32,6 +32,7 @@ from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.evaluation.evaluate import checked_predictions
 from amodalkit.io.atomic import temp_path_for, write_json
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import write_shard
@@ -43,11 +44,7 @@ FORMATS = ("png", "coco", "shard")
 
 def predict_probabilities(method: AmodalMethod, video: Video) -> np.ndarray:
     """The method's amodal probabilities with visible pixels set to 1: (K, T, H, W) float32 in [0, 1]."""
-    pred = np.asarray(method.predict_videos([video])[0], dtype=np.float32)
-    expected = (video.num_objects, video.num_frames, *video.size)
-    if pred.shape != expected:
-        raise AmodalkitError(f"method {method.name!r} returned shape {pred.shape} for video {video.name!r}, "
-                             f"expected {expected}")
+    pred = checked_predictions(method, [video])[0].astype(np.float32)
     return np.where(video.visible_masks(), np.float32(1), np.clip(pred, 0, 1))
 
 
