@@ -56,6 +56,8 @@ class ZooEntry:
     notes: str = ""
     #: the recipe rerun with other seeds: {"shipped": seed, "data": ..., "per_seed": {seed: {metric: value}}}
     seeds: dict = field(default_factory=dict)
+    #: the flow it was trained and scored with: "exact" (the generator's, an upper bound) or a backend name
+    flow: str = ""
 
     def seed_spread(self) -> dict[str, dict]:
         """Mean and sample sd of each metric over the recipe's seeds (empty without seeds)."""
@@ -107,7 +109,8 @@ def load_registry(path: str | Path | None = None) -> dict[str, ZooEntry]:
 
 
 ENTRY_TYPES = {"name": str, "model": str, "file": str, "sha256": str, "size": int, "url": str, "config": dict,
-               "training_data": str, "training_command": str, "metrics": dict, "notes": str, "seeds": dict}
+               "training_data": str, "training_command": str, "metrics": dict, "notes": str, "seeds": dict,
+               "flow": str}
 
 
 def _check_entry_types(entry: ZooEntry, path: Path) -> None:
@@ -237,6 +240,9 @@ def format_registry(entries: dict[str, ZooEntry]) -> str:
         lines.append(f"{e.name}  [{e.model}]  {e.size / 1e6:.1f} MB  "
                      f"{'shipped' if shipped else 'download'}  sha256 {e.sha256[:12]}")
         lines.append(f"    trained on: {e.training_data}")
+        if e.flow:
+            lines.append(f"    flow: {e.flow}" + (" (the generator's, an upper bound)" if e.flow == "exact" else
+                                                   " (estimated from the frames: the paper's protocol)"))
         if metric:
             lines.append(f"    metrics: {metric}")
         spread = e.seed_spread()

@@ -276,7 +276,7 @@ def test_shipped_savos_model_reproduces_its_registered_numbers(monkeypatch: pyte
     metrics = zoo.get_entry("savos-chewing-gum").metrics
     generate_dataset(tmp_path / "cg", make_config("savos2022"), {"test": 100}, seed=0, quiet=True)
     paths = expand_shard_paths(str(tmp_path / "cg"))
-    result = evaluate_method(zoo.load("savos-chewing-gum"), paths, quiet=True)
+    result = evaluate_method(zoo.load("savos-chewing-gum"), paths, quiet=True, protocol=metrics["protocol"])
     assert result["n_videos"] == 100
     for key in ("frame_miou_full", "frame_miou_occluded"):
         assert abs(result[key] - metrics[f"first_100_{key}"]) < 0.005, (key, result[key])

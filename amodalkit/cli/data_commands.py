@@ -89,7 +89,7 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
     from amodalkit.execution import run_tasks, scheduler_address
     from amodalkit.io.paths import check_writable
     from amodalkit.io.shards import expand_shard_paths
-    from amodalkit.preprocess.flow.backends import get_flow_backend
+    from amodalkit.preprocess.flow.backends import get_flow_backend, require_frames_only
     from amodalkit.preprocess.flow.stage import (
         describe_flow_file,
         fill_shard_task,
@@ -116,6 +116,7 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
             check_writable(p, "shard")
     estimator = get_flow_backend(backend, checkpoint, device)
     if frames_glob:
+        require_frames_only(estimator, "flow --frames")
         outs = write_folder_flow(frames_glob, out_dir, estimator, fmt, batch_size, quiet)
         click.echo(f"wrote {len(outs)} {fmt} flow files to {out_dir}")
         return

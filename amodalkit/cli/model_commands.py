@@ -85,13 +85,17 @@ def models() -> None:
               help="Clips per TTA forward/backward (gradients accumulated over chunks; bounds memory).")
 @click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
+@click.option("--protocol", type=click.Choice(["strict", "official"]), default="strict", show_default=True,
+              help="Scoring rules for every method alike: strict (occluded = outside the own visible mask, "
+                   "no paste) or official (the released SaVos evaluation: paste rule, occluded = other "
+                   "objects' visible pixels, the FISHBOWL and KINS filters).")
 @click.option("--k", "k", type=int, default=None, help="--model temporal: window of k frames (3 or 5).")
 @click.option("--bidirectional", is_flag=True, help="--model temporal: also aggregate backwards in time.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
              json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
-             tta_lr: float, tta_chunk: int, occlusion_range: tuple[float, float] | None, k: int | None,
-             bidirectional: bool, quiet: bool) -> None:
+             tta_lr: float, tta_chunk: int, occlusion_range: tuple[float, float] | None, protocol: str,
+             k: int | None, bidirectional: bool, quiet: bool) -> None:
     """Score a method with the paper's frame- and object-level full/occluded mIoU."""
     from amodalkit.evaluation.evaluate import evaluate_method, format_table
     from amodalkit.io.atomic import write_json
@@ -122,13 +126,15 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
         from amodalkit.datasets.fishbowl import occlusion_range_filter
 
         keep = occlusion_range_filter(*occlusion_range)
-    result = evaluate_method(m, paths, quiet=quiet, data=" ".join(data), object_filter=keep)
+    result = evaluate_method(m, paths, quiet=quiet, data=" ".join(data), object_filter=keep,
+                             protocol=protocol)
     if occlusion_range:
         result["occlusion_range"] = list(occlusion_range)
     click.echo(format_table(result))
     if tta:
         adapted = m.with_tta(tta_config)
-        result["tta"] = evaluate_method(adapted, paths, quiet=quiet, data=" ".join(data), object_filter=keep)
+        result["tta"] = evaluate_method(adapted, paths, quiet=quiet, data=" ".join(data), object_filter=keep,
+                                        protocol=protocol)
         click.echo("with test-time adaptation:")
         click.echo(format_table(result["tta"]))
     if json_path is not None:

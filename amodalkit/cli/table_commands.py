@@ -54,10 +54,16 @@ def zoo_download(name: str, quiet: bool) -> None:
 @click.option("--tta", is_flag=True, help="Also score SaVos with test-time adaptation (slow on CPU).")
 @click.option("--tta-max-iters", default=20, show_default=True, type=int,
               help="Cap on adaptation steps per video.")
+@click.option("--protocol", type=click.Choice(["strict", "official"]), default="strict", show_default=True,
+              help="Scoring rules for every row (see amodalkit evaluate --help).")
+@click.option("--flow", "flow", default="", metavar="BACKEND",
+              help="Copy the data to OUT/data-BACKEND and fill its flow with this backend first, so every "
+                   "row trains and is scored on the same estimated flow (e.g. rigid, dis:fast, flownet2).")
+@click.option("--flow-checkpoint", default="", help="Weights of a network --flow backend.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int, seeds: str | None,
               epochs: tuple[str, ...], budget_minutes: float, ablations: bool, tta: bool, tta_max_iters: int,
-              quiet: bool) -> None:
+              protocol: str, flow: str, flow_checkpoint: str, quiet: bool) -> None:
     """Train, score and compare methods: results.json, results.md (Table 1 layout), figure.png.
 
     \b
@@ -77,7 +83,8 @@ def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int
     refuse_overwrite({"--out": out}, [data], output_folders=True)
     _hold(out)
     cfg = benchmark_config(data, out, methods, epochs, ablations, device=device, seed=seed, seeds=seed_list,
-                           budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters, quiet=quiet)
+                           budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters,
+                           protocol=protocol, flow=flow, flow_checkpoint=flow_checkpoint, quiet=quiet)
     run_benchmark(cfg)
     click.echo((out / "results.md").read_text().rstrip())
     extra = ", ablations.md" if ablations else ""

@@ -36,7 +36,7 @@ from amodalkit.io.shard_write import write_shard
 from amodalkit.io.shards import Video, flow_for_storage
 
 if TYPE_CHECKING:
-    from amodalkit.preprocess.flow.backends import FlowBackend
+    from amodalkit.preprocess.flow.base import FlowBackend
 
 
 def mask_ious(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
@@ -137,7 +137,7 @@ def _label_clip(video: Video, t0: int, af: AnnotatedFrame, cfg: BuildConfig,
 
 def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     """Read, track, flow and label every clip of one drive, one video at a time."""
-    from amodalkit.preprocess.flow.backends import get_flow_backend
+    from amodalkit.preprocess.flow.backends import get_flow_backend, require_frames_only
     from amodalkit.preprocess.tracks.build import tracks_to_video
 
     cfg = task.config
@@ -145,7 +145,8 @@ def _drive_videos(task: DriveTask, stats: DriveStats) -> Iterator[Video]:
     raw = KittiRaw(task.raw_root)
     available = set(raw.frame_numbers(task.drive))
     windows = [clip_window(af.frame, available, cfg.context) for af in task.frames]
-    backend = get_flow_backend(cfg.flow, cfg.checkpoint, cfg.device)
+    backend = require_frames_only(get_flow_backend(cfg.flow, cfg.checkpoint, cfg.device),
+                                  "build-kins-video (fill its shards with amodalkit flow afterwards)")
     wanted = {f for w in windows for f in w}
     size = header_size(raw.frame_path(task.drive, min(wanted))) if wanted else None
     instances = _read_drive_tracks(spec, task.drive, wanted, size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import MetricAccumulator, score_video
 from amodalkit.evaluation.prefetch import PrefetchedVideos, open_readers, read_videos
+from amodalkit.evaluation.protocols import Protocol, get_protocol
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 
@@ -60,7 +62,7 @@ def unique_paths(paths: Sequence[Path]) -> list[Path]:
 def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = False,
                     data: str | None = None,
                     object_filter: Callable[[Video], np.ndarray] | None = None,
-                    prefetch: bool = True) -> dict:
+                    prefetch: bool = True, protocol: Protocol | str = "strict") -> dict:
     """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
 
     `object_filter(video)` -> (K, T) bool, when given, further restricts the scored
@@ -69,7 +71,10 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     validated once, up front; with `prefetch` a background thread reads the next batch of
     videos (plus :data:`READ_AHEAD`) while the method predicts the current one, so at most
     about two batches are in memory. The scores are the same with and without it.
+    `protocol` (:mod:`amodalkit.evaluation.protocols`) decides the paste rule, the occluded
+    region and the dataset filters; the result names it and the flow the shards hold.
     """
+    rules = get_protocol(protocol) if isinstance(protocol, str) else protocol
     paths = unique_paths(paths)
     readers = open_readers(paths)
     total = sum(len(r) for r in readers)
@@ -77,18 +82,21 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     acc = MetricAccumulator()
     fields = tuple(method.fields) + GT_FIELDS
     pending: list[tuple[Video, np.ndarray]] = []
+    flows: set[str] = set()
 
     def score_pending() -> None:
         preds = predict_binaries(method, [v for v, _ in pending])
         for (video, scored), pred in zip(pending, preds):
-            acc.add(score_video(pred, video.amodal, video.visible_masks(), scored))
+            acc.add(score_video(rules.prepare(pred, video), video.amodal, video.visible_masks(), scored,
+                                rules.hidden_region(video), rules.drops_perfect(video)))
         pending.clear()
 
     reading = (PrefetchedVideos(readers, fields, ahead=batch + READ_AHEAD) if prefetch
                else closing(read_videos(readers, fields)))
     with reading as videos:
         for video in tqdm(videos, total=total, desc=f"evaluate {method.name}", unit="video", disable=quiet):
-            scored = scored_object_frames(video)
+            flows.add(video.flow_backend or "none")
+            scored = rules.object_frames(video, scored_object_frames(video))
             if object_filter is not None:
                 scored = scored & np.asarray(object_filter(video), bool)
             if not scored.any():
@@ -103,8 +111,11 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     if result["n_object_frames"] == 0:
         raise AmodalkitError("the shards hold no amodal ground truth to score against",
                              paths[0] if len(paths) == 1 else None)
+    settings = {json.dumps(r.provenance["flow"], sort_keys=True) for r in readers if "flow" in r.provenance}
     return {**method.describe(), "data": data or " ".join(str(p) for p in paths),
-            "shards": [str(p) for p in paths], **result}
+            "shards": [str(p) for p in paths], "protocol": rules.name, "flow": ", ".join(sorted(flows)),
+            "flow_settings": [json.loads(f) for f in sorted(settings)],
+            **result}
 
 
 def format_table(result: dict) -> str:
@@ -117,5 +128,7 @@ def format_table(result: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"method: {result['method']}  videos: {result['n_videos']}  object-frames: "
              f"{result['n_object_frames']} ({result['n_occluded_object_frames']} occluded)"]
+    if "protocol" in result:
+        lines.append(f"protocol: {result['protocol']}  flow: {result.get('flow') or 'none'}")
     lines += [f"{a:<{width}}  {b:>8}  {c:>8}" for a, b, c in rows]
     return "\n".join(lines)

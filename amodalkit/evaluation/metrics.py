@@ -28,24 +28,28 @@ class ObjectFrameScores:
     scored: np.ndarray
 
 
-def score_video(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray,
-                scored: np.ndarray) -> ObjectFrameScores:
+def score_video(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, scored: np.ndarray,
+                hidden: np.ndarray | None = None, drop_perfect: bool = False) -> ObjectFrameScores:
     """Score thresholded predictions of one video.
 
     pred, gt, visible: (K, T, H, W) bool; scored: (K, T) bool, the object-frames that count.
-    Occluded IoU restricts both masks to pixels outside the visible mask; only object-frames
-    whose ground truth has such pixels (``has_occluded``) enter the occluded mean.
+    Occluded IoU restricts both masks to `hidden` (default: the pixels outside the visible
+    mask); only object-frames whose ground truth has such pixels (``has_occluded``) enter the
+    occluded mean. With `drop_perfect` (the official KINS rule) entries whose IoU is exactly 1
+    leave each mean, and every scored object-frame enters the occluded one.
     """
     pred = pred.astype(bool)
     gt = gt.astype(bool)
-    outside = ~visible.astype(bool)
+    outside = ~visible.astype(bool) if hidden is None else hidden.astype(bool)
     gt_occ = gt & outside
-    return ObjectFrameScores(
-        full=iou(pred, gt),
-        occluded=iou(pred & outside, gt_occ),
-        has_occluded=scored & gt_occ.any(axis=(-2, -1)),
-        scored=scored.astype(bool),
-    )
+    full = iou(pred, gt)
+    occluded = iou(pred & outside, gt_occ)
+    scored = scored.astype(bool)
+    if drop_perfect:
+        return ObjectFrameScores(full=full, occluded=occluded, has_occluded=scored & (occluded != 1.0),
+                                 scored=scored & (full != 1.0))
+    return ObjectFrameScores(full=full, occluded=occluded, has_occluded=scored & gt_occ.any(axis=(-2, -1)),
+                             scored=scored)
 
 
 def _frame_mean(values: np.ndarray, mask: np.ndarray) -> tuple[float, int]:

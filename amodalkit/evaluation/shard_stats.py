@@ -54,6 +54,7 @@ def summarize_shard(path: str | Path) -> dict:
             "videos_with_flow": with_flow,
             "videos_without_frame_pairs": single_frame,
             "flow_backends": sorted(backends),
+            "flow_settings": r.provenance.get("flow") or {},
         }
 
 
@@ -62,7 +63,9 @@ def format_summary(s: dict) -> str:
     flow = f"{s['videos_with_flow']}/{s['videos']} videos ({', '.join(s['flow_backends']) or 'none'})"
     if s.get("videos_without_frame_pairs"):
         flow += f", {s['videos_without_frame_pairs']} single-frame (no pairs to hold flow)"
-    return "\n".join([
+    if "exact" in s["flow_backends"]:
+        flow += "; exact = the generator's drawn motion (an upper bound, not the paper's protocol)"
+    lines = [
         f"{s['path']}",
         f"  schema version        {s['schema_version']}",
         f"  videos / frames       {s['videos']} / {s['frames']}   frame size {', '.join(s['frame_sizes'])}",
@@ -72,4 +75,8 @@ def format_summary(s: dict) -> str:
         f"  mean occlusion rate   {s['mean_occlusion_rate']:.4f}",
         f"  never-visible amodal  {s['never_visible_fraction']:.4f} of amodal pixels",
         f"  flow                  {flow}",
-    ])
+    ]
+    if s.get("flow_settings"):
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(s["flow_settings"].items()) if k != "backend")
+        lines.append(f"  flow settings         {settings}")
+    return "\n".join(lines)

@@ -143,12 +143,14 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def replace_flow(path: str | Path, flow_of: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]],
-                 flow_backend: str, provenance_update: dict | None = None) -> Path:
+def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.ndarray]],
+                 flow_backend: str, provenance_update: dict | None = None,
+                 with_visible: bool = False) -> Path:
     """Replace ``flow`` and ``flow_backward`` of every video of a shard, copying all else undecoded; atomic.
 
     `flow_of(name, frames)` gets each video's ``(T, H, W, 3)`` frames (read once from the
-    shard) and returns its forward and backward flow, each ``(T-1, H, W, 2)``. Every other
+    shard; with `with_visible` also its ``(T, H, W)`` visible id map as a third argument) and
+    returns its forward and backward flow, each ``(T-1, H, W, 2)``. Every other
     dataset and attribute goes into a temporary file beside the shard as an HDF5 object copy
     (compressed chunks move as stored, nothing is decoded or re-encoded); the new flow is
     written as :func:`write_shard` writes it (float16, one frame per chunk, gzip) with the
@@ -169,7 +171,10 @@ def replace_flow(path: str | Path, flow_of: Callable[[str, np.ndarray], tuple[np
                 for member in source:
                     if member not in FLOW_FIELDS:
                         _copy_member(source, group, member, path)
-                pair = flow_of(name, reader.read_field(i, "frames"))
+                inputs = [reader.read_field(i, "frames")]
+                if with_visible:
+                    inputs.append(reader.read_field(i, "visible_ids"))
+                pair = flow_of(name, *inputs)
                 for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
                     _put_flow(group, field_name, _checked_flow(flow, reader.meta(i), name, field_name, path))
                 group.attrs["flow_backend"] = flow_backend

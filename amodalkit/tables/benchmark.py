@@ -41,6 +41,7 @@ from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 from amodalkit.tables.commands import benchmark_command, row_commands
 from amodalkit.tables.config import BenchmarkConfig
+from amodalkit.tables.flow_copy import prepare_flow_copy
 from amodalkit.tables.plan import Row, build_row_method, claim_results_dir, find_splits, plan_rows
 from amodalkit.tables.report import format_ablations_md, format_results_md, write_figure
 from amodalkit.tables.train import PROGRESS, train_row_run
@@ -125,7 +126,8 @@ def score_row(cfg: BenchmarkConfig, row: Row, test: list[Path], run_dir: Path | 
                     "checkpoint": str(checkpoint), "budget": asdict(budget)}
     timed = TimedMethod(build_row_method(cfg, row, checkpoint))
     t0 = time.perf_counter()
-    result = evaluate_method(timed, test, quiet=cfg.quiet, data=str(Path(cfg.data) / "test-*.h5"))
+    result = evaluate_method(timed, test, quiet=cfg.quiet, data=str(cfg.data_dir() / "test-*.h5"),
+                             protocol=cfg.protocol)
     eval_seconds = time.perf_counter() - t0
     train_seconds = None if training is None or row.tta else training["train_seconds"]
     entry = {
@@ -149,8 +151,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     cfg.validate()
     out = Path(cfg.out)
     rows = plan_rows(cfg)
-    splits = find_splits(cfg, rows)
     claim_results_dir(cfg)
+    if cfg.flow:
+        prepare_flow_copy(cfg)
+    splits = find_splits(cfg, rows)
     methods_dir = out / "methods"
     remove_stale_temps(out)
     remove_stale_temps(methods_dir)

@@ -36,26 +36,30 @@ def benchmark_command(cfg: BenchmarkConfig) -> str:
         parts.append("--ablations")
     if cfg.tta:
         parts += ["--tta", "--tta-max-iters", str(cfg.tta_max_iters)]
+    parts += ["--protocol", cfg.protocol]
+    if cfg.flow:
+        parts += ["--flow", cfg.flow]
     return shlex.join(parts)
 
 
 def row_commands(cfg: BenchmarkConfig, row: Row, epochs: int | None) -> dict[str, str]:
     """Stand-alone ``amodalkit train`` / ``evaluate`` commands that reproduce a row."""
-    test = str(Path(cfg.data) / "test-*.h5")
+    data = cfg.data_dir()
+    test = str(data / "test-*.h5")
     if row.run is None:
         return {"evaluate": shlex.join(["amodalkit", "evaluate", "--model", row.method, *_flags(row.options),
-                                        "--data", test])}
+                                        "--data", test, "--protocol", cfg.protocol])}
     run = Path(cfg.out) / "runs" / row.run
     if len(cfg.seed_list()) > 1:
         run = run / f"seed-{cfg.seed}"
     budget = cfg.train[row.method]
     options = {**budget.options, **({row.ablation: True} if row.ablation else {})}
     evaluate = ["amodalkit", "evaluate", "--model", row.method, "--checkpoint", str(run / "best.safetensors"),
-                "--data", test, "--device", cfg.device]
+                "--data", test, "--device", cfg.device, "--protocol", cfg.protocol]
     if row.tta:
         evaluate += ["--tta", "--tta-max-iters", str(cfg.tta_max_iters)]
-    train = ["amodalkit", "train", "--model", row.method, "--data", str(Path(cfg.data) / "train-*.h5"),
-             "--val", str(Path(cfg.data) / "val-*.h5"), "--out", str(run), "--epochs", str(epochs),
+    train = ["amodalkit", "train", "--model", row.method, "--data", str(data / "train-*.h5"),
+             "--val", str(data / "val-*.h5"), "--out", str(run), "--epochs", str(epochs),
              "--batch-size", str(budget.batch_size), "--lr", f"{budget.lr:g}", "--seed", str(cfg.seed),
              "--device", cfg.device, *_flags(options)]
     if budget.lr_schedule != "constant":

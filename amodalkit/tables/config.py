@@ -61,6 +61,12 @@ class BenchmarkConfig:
     tta: bool = False
     tta_max_iters: int = 20
     figure_frames: int = 6
+    #: scoring rules for every row (amodalkit.evaluation.protocols): strict or official
+    protocol: str = "strict"
+    #: a flow backend: the data are copied to OUT/data-BACKEND and filled with it first ("" = as stored)
+    flow: str = ""
+    #: weights of a network --flow backend (flownet2, ptlflow:NAME)
+    flow_checkpoint: str = ""
     quiet: bool = False
 
     def validate(self) -> None:
@@ -70,6 +76,8 @@ class BenchmarkConfig:
         if unknown or not self.methods:
             raise AmodalkitError(f"unknown method(s) {unknown}; --methods takes a comma-separated list "
                                  f"of {', '.join(known)}")
+        if self.protocol not in ("strict", "official"):
+            raise AmodalkitError(f"unknown scoring protocol {self.protocol!r}; choose strict or official")
         bad = sorted(set(self.ablations) - set(ABLATIONS))
         if bad:
             raise AmodalkitError(f"unknown SaVos ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
@@ -85,6 +93,12 @@ class BenchmarkConfig:
             raise AmodalkitError("--budget-minutes must be >= 0, --tta-max-iters and figure frames >= 1")
         if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {self.seeds}")
+
+    def data_dir(self) -> Path:
+        """The shards every row trains and is scored on: ``data``, or its flow-filled copy under ``out``."""
+        if not self.flow:
+            return Path(self.data)
+        return Path(self.out) / ("data-" + self.flow.replace(":", "-"))
 
     def seed_list(self) -> list[int]:
         """The seeds every trained row runs with (``seeds``, or just ``seed``)."""

@@ -55,7 +55,7 @@ def plan_rows(cfg: BenchmarkConfig) -> list[Row]:
 
 def find_splits(cfg: BenchmarkConfig, rows: list[Row]) -> dict[str, list[Path]]:
     """The shards of each split the rows need: test always, train and val when something trains."""
-    data = Path(cfg.data)
+    data = cfg.data_dir()
     if not data.is_dir():
         raise AmodalkitError("no such data folder (make one with `amodalkit gen-chewing-gum DIR`)", data)
     needed = SPLITS if any(r.run for r in rows) else ("test",)

@@ -40,7 +40,7 @@ def _train_run(cfg: BenchmarkConfig, run_dir: Path, budget: TrainBudget, model_n
             raise AmodalkitError(f"unreadable training progress ({exc}); delete it to resume the run",
                                  progress_path) from exc
     if not stopped and done < budget.epochs:
-        data = Path(cfg.data)
+        data = cfg.data_dir()
         tc = TrainConfig(data=[str(p) for p in sorted(data.glob("train-*.h5"))],
                          val=[str(p) for p in sorted(data.glob("val-*.h5"))], out=str(run_dir),
                          epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr, seed=cfg.seed,

@@ -17,11 +17,11 @@ from amodalkit.io.shards import Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,
-    FlowBackend,
     FlowNet2Backend,
     end_point_error,
     get_flow_backend,
 )
+from amodalkit.preprocess.flow.base import FlowBackend
 from amodalkit.preprocess.flow.stage import fill_shard_flow, list_frames
 
 
@@ -62,7 +62,7 @@ def textured_pair(shift: tuple[int, int], size: tuple[int, int] = (64, 96)) -> t
 
 
 def test_registry_names_and_errors(tmp_path: Path) -> None:
-    assert set(BACKENDS) == {"dis", "flownet2", "ptlflow"}
+    assert set(BACKENDS) == {"dis", "flownet2", "ptlflow", "rigid"}
     assert get_flow_backend("dis").name == "dis"
     assert get_flow_backend().name == "dis"
     assert get_flow_backend("dis:fast").name == "dis:fast"

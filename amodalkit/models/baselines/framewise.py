@@ -184,11 +184,11 @@ class FramewiseMethod(AmodalMethod):
     crops per forward; callers hand it ``videos_per_batch`` videos at a time (default 16 on
     CUDA, 1 on a CPU, where one video's crops are already a batch the size CPUs run best).
 
-    With ``occluders_only`` (the rule SaVos is scored with, so every method is on the same
-    footing) the prediction is kept only on pixels covered by the *other* objects' visible
-    masks, the only place a hidden part can be; elsewhere the output is the object's own
-    visible mask. The weights are copied once at construction (:func:`inference_copy`), so a
-    network changed afterwards needs a new method.
+    With ``occluders_only`` (off by default: scoring applies the official paste rule to every
+    method alike under ``--protocol official``) the prediction is kept only on pixels covered
+    by the *other* objects' visible masks, the only place a hidden part can be; elsewhere the
+    output is the object's own visible mask. The weights are copied once at construction
+    (:func:`inference_copy`), so a network changed afterwards needs a new method.
     """
 
     name = "framewise"
@@ -196,7 +196,7 @@ class FramewiseMethod(AmodalMethod):
 
     def __init__(self, model: FramewiseNet | None = None, checkpoint: str | Path | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 4096,
-                 occluders_only: bool = True, videos_per_batch: int | None = None) -> None:
+                 occluders_only: bool = False, videos_per_batch: int | None = None) -> None:
         if model is None:
             if checkpoint is None:
                 raise AmodalkitError(f"the {self.name} method needs a trained model: give a checkpoint")

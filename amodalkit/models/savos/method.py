@@ -37,9 +37,10 @@ class SavosMethod(AmodalMethod):
     a new method); callers hand it ``videos_per_batch`` videos at a time. With ``tta`` a copy
     of the network is first adapted to each video (§3.2), and each video is predicted on its own.
 
-    With ``occluders_only`` (the official evaluation's rule) the prediction is kept only on
-    pixels covered by the *other* objects' visible masks, the only place a hidden part can
-    be; elsewhere the output is the object's own visible mask.
+    With ``occluders_only`` (the official evaluation's paste rule; off by default, because
+    scoring applies it to every method alike under ``--protocol official``) the prediction is
+    kept only on pixels covered by the *other* objects' visible masks, the only place a hidden
+    part can be; elsewhere the output is the object's own visible mask.
     """
 
     name = MODEL_NAME
@@ -47,7 +48,7 @@ class SavosMethod(AmodalMethod):
 
     def __init__(self, model: SavosNet | None = None, checkpoint: str | Path | None = None,
                  device: str | torch.device = "cpu", window: int | None = None, batch_size: int | None = None,
-                 tta: TTAConfig | None = None, occluders_only: bool = True,
+                 tta: TTAConfig | None = None, occluders_only: bool = False,
                  videos_per_batch: int = 16) -> None:
         if model is None:
             if checkpoint is None:

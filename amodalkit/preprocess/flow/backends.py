@@ -7,6 +7,9 @@ Backends (``get_flow_backend(name, checkpoint, device)``):
   Needs no weights; runs on the grayscale frames.
 * ``flownet2``: FlowNet2 in plain PyTorch (:mod:`amodalkit.preprocess.flow.flownet2`), from the
   official ``FlowNet2_checkpoint.pth.tar`` the user brings (``checkpoint``).
+* ``rigid[:BASE]``: one integer translation per object fitted to its visible masks, with
+  ``BASE`` (default ``dis:fast``; ``zero`` for none) for the background
+  (:mod:`amodalkit.preprocess.flow.rigid`); needs a shard's visible id map.
 * ``ptlflow:NAME``: any model of the optional ``ptlflow`` package (``pip install ptlflow``),
   with ``checkpoint`` a ptlflow checkpoint name (e.g. ``things``) or file.
 
@@ -20,7 +23,7 @@ the same network call (``batch_size`` pairs per call, as everywhere), same resul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +31,8 @@ import cv2
 import numpy as np
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.preprocess.flow.base import FlowBackend
+from amodalkit.preprocess.flow.rigid import DEFAULT_BACKGROUND, RigidObjectBackend
 
 if TYPE_CHECKING:
     import torch
@@ -41,81 +46,6 @@ DIS_PRESETS = {
 
 
 DEFAULT_DIS_PRESET = "medium"
-
-
-Progress = Callable[[int], object] | None
-
-
-class FlowBackend:
-    """A flow estimator: subclasses implement :meth:`_pairs` on one batch of frame pairs."""
-
-    name: str = ""
-    provenance: dict
-
-    def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 twice -> ``(N, H, W, 2)`` float32 forward flow."""
-        raise NotImplementedError
-
-    def compute_pairs(self, first: np.ndarray, second: np.ndarray, batch_size: int = 1,
-                      progress: Progress = None) -> np.ndarray:
-        """Forward flow of pairs: ``(N, H, W, 3)`` uint8 RGB twice -> ``(N, H, W, 2)`` float32."""
-        first, second = _as_frames(first), _as_frames(second)
-        if first.shape != second.shape:
-            raise AmodalkitError(f"frame batches differ in shape: {first.shape} and {second.shape}")
-        _check_batch_size(batch_size)
-        n, h, w = first.shape[:3]
-        out = np.empty((n, h, w, 2), np.float32)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            out[start:stop] = self._pairs(first[start:stop], second[start:stop])
-            if progress is not None:
-                progress(stop - start)
-        return out
-
-    def compute(self, frames: np.ndarray, batch_size: int = 1, progress: Progress = None) -> np.ndarray:
-        """Forward flow of a video: ``(T, H, W, 3)`` uint8 -> ``(T-1, H, W, 2)`` float32 (pairs t, t+1)."""
-        frames = _as_frames(frames)
-        return self.compute_pairs(frames[:-1], frames[1:], batch_size, progress)
-
-    def compute_backward(self, frames: np.ndarray, batch_size: int = 1,
-                         progress: Progress = None) -> np.ndarray:
-        """Backward flow of a video: ``(T, H, W, 3)`` -> ``(T-1, H, W, 2)``, entry t maps frame t+1 to t."""
-        frames = _as_frames(frames)
-        return self.compute_pairs(frames[1:], frames[:-1], batch_size, progress)
-
-    def compute_both(self, frames: np.ndarray, batch_size: int = 1,
-                     progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward and backward flow of a video in one pass: ``(T, H, W, 3)`` -> two ``(T-1, H, W, 2)``.
-
-        The pairs run in the order (0, 1), (1, 0), (1, 2), (2, 1), ..., `batch_size` of them
-        per :meth:`_pairs` call (one network call), so an even `batch_size` puts each frame
-        pair in both directions into one call; the results are those of :meth:`compute` and
-        :meth:`compute_backward` (exactly for DIS, to float rounding for the networks).
-        """
-        frames = _as_frames(frames)
-        _check_batch_size(batch_size)
-        n = max(len(frames) - 1, 0)
-        out = np.empty((2, n, *frames.shape[1:3], 2), np.float32)
-        order = np.arange(2 * n)
-        for start in range(0, 2 * n, batch_size):
-            chunk = order[start:start + batch_size]
-            t, backward = chunk // 2, chunk % 2
-            out[backward, t] = self._pairs(frames[t + backward], frames[t + 1 - backward])
-            if progress is not None:
-                progress(len(chunk))
-        return out[0], out[1]
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise AmodalkitError("--batch-size must be at least 1")
-
-
-def _as_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[3] != 3 or arr.dtype != np.uint8:
-        raise AmodalkitError(f"frames must be (T, H, W, 3) uint8 RGB, got {arr.shape} {arr.dtype}")
-    return arr
 
 
 class DISBackend(FlowBackend):
@@ -233,16 +163,25 @@ def _make_ptlflow(variant: str, checkpoint: str | Path | None, device: str, opti
     return PtlflowBackend(variant, checkpoint, device, option)
 
 
+def _make_rigid(variant: str, checkpoint: str | Path | None, device: str, option: str) -> FlowBackend:
+
+    base = variant or DEFAULT_BACKGROUND
+    if base.partition(":")[0] == "rigid":
+        raise AmodalkitError(f"rigid flow needs another backend for the background, got {base!r}")
+    return RigidObjectBackend(None if base == "zero" else get_flow_backend(base, checkpoint, device, option))
+
+
 BACKENDS: dict[str, Callable[[str, str | Path | None, str, str], FlowBackend]] = {
     "dis": _make_dis,
     "flownet2": _make_flownet2,
     "ptlflow": _make_ptlflow,
+    "rigid": _make_rigid,
 }
 
 
 def get_flow_backend(name: str = "dis", checkpoint: str | Path | None = None, device: str = "cpu",
                      checkpoint_option: str = "--checkpoint") -> FlowBackend:
-    """Build a backend by name: ``dis[:PRESET]``, ``flownet2`` or ``ptlflow:NAME``.
+    """Build a backend by name: ``dis[:PRESET]``, ``flownet2``, ``ptlflow:NAME`` or ``rigid[:BASE]``.
 
     `device` (auto, cpu, cuda, cuda:N) is resolved by :func:`amodalkit.device.resolve_device`
     in the network backends; DIS runs on the CPU, but a malformed name is refused for every
@@ -254,8 +193,17 @@ def get_flow_backend(name: str = "dis", checkpoint: str | Path | None = None, de
         check_device_name(device)
     base, _, variant = name.partition(":")
     if base not in BACKENDS:
-        raise AmodalkitError(f"unknown flow backend {name!r}; choose dis, flownet2 or ptlflow:NAME")
+        raise AmodalkitError(f"unknown flow backend {name!r}; "
+                             "choose dis, flownet2, ptlflow:NAME or rigid[:BASE]")
     return BACKENDS[base](variant, checkpoint, device, checkpoint_option)
+
+
+def require_frames_only(backend: FlowBackend, where: str) -> FlowBackend:
+    """`backend`, or a clear error when it needs visible masks that `where` does not have."""
+    if backend.uses_visible:
+        raise AmodalkitError(f"the {backend.name} flow backend fits each object's motion to its visible "
+                             f"masks, so it runs on shards (amodalkit flow SHARD), not in {where}")
+    return backend
 
 
 def end_point_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -15,7 +15,8 @@ from amodalkit.io.paths import refuse_overwrite
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import replace_flow
 from amodalkit.io.shards import flow_for_storage
-from amodalkit.preprocess.flow.backends import FlowBackend, Progress, get_flow_backend
+from amodalkit.preprocess.flow.backends import get_flow_backend
+from amodalkit.preprocess.flow.base import FlowBackend, Progress
 
 FRAME_FORMATS = {"flo": ".flo", "kitti-png": ".png"}
 
@@ -43,14 +44,21 @@ def fill_shard_flow(path: str | Path, backend: FlowBackend, batch_size: int = 1,
                     progress: Progress = None) -> Path:
     """Compute forward and backward flow (float16) of every video and replace the shard's flow atomically.
 
-    Only the frames are read and only the two flow datasets are written
+    Only the frames (and, for a backend that fits motion to the visible masks, the visible
+    id map) are read and only the two flow datasets are written
     (:func:`amodalkit.io.shards.replace_flow`); the other datasets are copied as stored.
     """
-    def flow_of(name: str, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fwd, bwd = backend.compute_both(frames, batch_size, progress)
+    uses_visible = backend.uses_visible
+
+    def flow_of(name: str, frames: np.ndarray, ids: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        if uses_visible:
+            objects = int(ids.max(initial=0))
+            fwd, bwd = backend.compute_both_visible(frames, ids, objects, batch_size, progress)
+        else:
+            fwd, bwd = backend.compute_both(frames, batch_size, progress)
         return flow_for_storage(fwd), flow_for_storage(bwd)
 
-    return replace_flow(path, flow_of, backend.name, {"flow": backend.provenance})
+    return replace_flow(path, flow_of, backend.name, {"flow": backend.provenance}, with_visible=uses_visible)
 
 
 def fill_shards_flow(paths: Sequence[Path], backend: FlowBackend, batch_size: int = 1,

@@ -15,7 +15,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size, header_size, natural_key, read_rgb_frames
 from amodalkit.io.shard_write import write_shard
 from amodalkit.io.shards import Video, flow_for_storage
-from amodalkit.preprocess.flow.backends import FlowBackend
+from amodalkit.preprocess.flow.base import FlowBackend
 from amodalkit.preprocess.tracks.formats import CLASS_IDS, FrameInstances, parse_classes, read_tracks
 from amodalkit.preprocess.tracks.tracker import TrackerConfig, link_tracks
 
@@ -153,9 +153,10 @@ def build_tracks_shard(out: str | Path, frames_pattern: str, mots: str | Path | 
                              "ptlflow:NAME")
     backend = None
     if flow is not None:
-        from amodalkit.preprocess.flow.backends import get_flow_backend
+        from amodalkit.preprocess.flow.backends import get_flow_backend, require_frames_only
 
-        backend = get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint")
+        backend = require_frames_only(get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint"),
+                                      "tracks --flow (the tracks are what it would need)")
     source = Path(mots if mots is not None else masks)
     paths = list_frame_files(frames_pattern)
     numbers = frame_numbers_from_names(paths)
@@ -237,9 +238,10 @@ def _build_from_segmenter(out: str | Path, frames_pattern: str, segment: str,
 
     backend = None
     if flow is not None:
-        from amodalkit.preprocess.flow.backends import get_flow_backend
+        from amodalkit.preprocess.flow.backends import get_flow_backend, require_frames_only
 
-        backend = get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint")
+        backend = require_frames_only(get_flow_backend(flow, flow_checkpoint, device, "--flow-checkpoint"),
+                                      "tracks --flow (the tracks are what it would need)")
     dev = resolve_device(device)
     segmenter = load_segmenter(seg_checkpoint, dev)
     paths = list_frame_files(frames_pattern)

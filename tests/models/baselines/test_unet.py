@@ -51,7 +51,7 @@ def test_loss_is_supervised_by_amodal_and_falls(cg_savos: Path) -> None:
 
 def test_predict_video_shape_and_fields(cg_savos: Path) -> None:
     torch.manual_seed(0)
-    method = UNetMethod(UNet(TINY))
+    method = UNetMethod(UNet(TINY), occluders_only=True)
     assert method.fields == ("frames",)
     with ShardReader(cg_savos / "test-00001.h5") as r:
         video = r.read_video(0, method.fields)
@@ -68,7 +68,7 @@ def test_checkpoint_round_trip(cg_savos: Path, tmp_path: Path) -> None:
     path = save_framewise(tmp_path / "u.safetensors", "unet", net)
     method = method_from_checkpoint(path)
     assert isinstance(method, UNetMethod)
-    assert method.describe() == {"method": "unet", "checkpoint": str(path), "occluders_only": True,
+    assert method.describe() == {"method": "unet", "checkpoint": str(path), "occluders_only": False,
                                  "config": asdict(TINY)}
     with ShardReader(cg_savos / "test-00000.h5") as r:
         video = r.read_video(2)
