@@ -241,8 +241,9 @@ def format_registry(entries: dict[str, ZooEntry]) -> str:
                      f"{'shipped' if shipped else 'download'}  sha256 {e.sha256[:12]}")
         lines.append(f"    trained on: {e.training_data}")
         if e.flow:
-            lines.append(f"    flow: {e.flow}" + (" (the generator's, an upper bound)" if e.flow == "exact" else
-                                                   " (estimated from the frames: the paper's protocol)"))
+            kind = ("the generator's, an upper bound" if e.flow == "exact"
+                    else "estimated from the frames: the paper's protocol")
+            lines.append(f"    flow: {e.flow} ({kind})")
         if metric:
             lines.append(f"    metrics: {metric}")
         spread = e.seed_spread()

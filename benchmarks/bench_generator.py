@@ -66,7 +66,7 @@ def _first_release_paste(template: np.ndarray, centre: np.ndarray, radius: int,
     return out
 
 
-def _first_release_render(scene: cg._Scene, cfg: cg.ChewingGumConfig) -> tuple[np.ndarray, ...]:
+def _first_release_render(scene: cg.Scene, cfg: cg.ChewingGumConfig) -> tuple[np.ndarray, ...]:
     """The first release's renderer: frames, visible ids, amodal masks, forward and backward flow."""
     size = (cfg.height, cfg.width)
     k, t = scene.paths.shape[:2]
@@ -289,7 +289,8 @@ def profile_ours(n: int, tmp: Path) -> None:
     print(f"\ncProfile, generate + write of {n} videos ({total / n * 1e3:.2f} ms/video under the profiler):")
     draw, shard = cum["generate_video"], cum["write_shard"]
     rows = [("draw: generate_video", draw)]
-    rows += [(f"  {name}", cum[name]) for name in ("_sample_savos2022", "_layers", "_all_seen", "_paint")]
+    parts = ("_sample_savos2022", "scene_layers", "_all_seen", "paint_scene")
+    rows += [(f"  {name}", cum[name]) for name in parts]
     rows += [("shard write: write_shard minus the drawing it pulls", shard - draw),
              ("  _write_video (create_dataset: filters, chunks)", cum["_write_video"]),
              ("  validate_video", cum["validate_video"]),

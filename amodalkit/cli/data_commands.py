@@ -258,6 +258,29 @@ def build_kins_video_cmd(kitti_raw: Path, kitti_devkit: Path, kitti_object: Path
     click.echo(f"shards, match_report.json, splits.json and summary.json in {out_dir}")
 
 
+@cli.command("import-chewing-gum")
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for {split}-{index:05d}.h5 shards.")
+@click.option("--videos-per-shard", default=100, show_default=True, type=int)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_chewing_gum_cmd(src: Path, out_dir: Path, videos_per_shard: int, quiet: bool) -> None:
+    """Read the official SaVos Chewing Gum generator's output (SRC/{train,val,test}/VVVVV/FFFFF.png + .pkl).
+
+    \b
+    SRC is the folder utils/gen_chewgum.py writes (data/datasets/NAME). Visible masks come
+    from the drawing order, the exact flow from the boxes' motion; each video is checked to
+    be the official drawing of its annotations, pixel for pixel.
+    """
+    from amodalkit.datasets.chewing_gum_import import import_chewing_gum
+    from amodalkit.io.paths import refuse_overwrite
+
+    refuse_overwrite({"--out": out_dir}, [src], output_folders=True)
+    _hold(out_dir)
+    paths = import_chewing_gum(src, out_dir, videos_per_shard, quiet)
+    click.echo(f"{len(paths)} shards in {out_dir}")
+
+
 @cli.command("import-fishbowl")
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),

@@ -177,7 +177,7 @@ def _bounce_path(rng: np.random.Generator, n: int, radius: int, start: np.ndarra
 
 
 @dataclass
-class _Scene:
+class Scene:
     templates: list[np.ndarray]
     radii: list[int]
     paths: np.ndarray  # (K, T, 2) object centres (x, y)
@@ -187,7 +187,7 @@ class _Scene:
     texture: tuple[np.ndarray, np.ndarray] | None  # (offset xy from bottom centre, colour)
 
 
-def _sample_savos2022(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
+def _sample_savos2022(rng: np.random.Generator, cfg: ChewingGumConfig) -> Scene:
     pool = _circle_pixels(8)
     shift = rng.integers(0, 2, size=2) * 8
     background = rng.integers(0, 128, size=3)
@@ -203,11 +203,11 @@ def _sample_savos2022(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene
     start = (int(rng.choice([cx - 8, cx + 8])), int(rng.choice([cy - 8, cy + 8])))
     static = np.tile(np.array([cx, cy]), (cfg.frames, 1))
     mover = _square_path(start, cfg.frames, (cx, cy), 8, cfg.max_speed)
-    return _Scene(templates, [8, 8], np.stack([static, mover]), np.array(colours), background, order,
+    return Scene(templates, [8, 8], np.stack([static, mover]), np.array(colours), background, order,
                   (shift - 8, texture_colour))
 
 
-def _sample_default(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
+def _sample_default(rng: np.random.Generator, cfg: ChewingGumConfig) -> Scene:
     k = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     size = (cfg.height, cfg.width)
     background = rng.integers(0, 128, size=3)
@@ -223,7 +223,7 @@ def _sample_default(rng: np.random.Generator, cfg: ChewingGumConfig) -> _Scene:
         spread = np.array([min(2 * r, cfg.width // 2 - r - 1), min(2 * r, cfg.height // 2 - r - 1)])
         start = centre + rng.integers(-spread, spread + 1)
         paths.append(_bounce_path(rng, cfg.frames, r, start, size, cfg.max_speed))
-    return _Scene(templates, radii, np.stack(paths), np.array(colours), background, rng.permutation(k), None)
+    return Scene(templates, radii, np.stack(paths), np.array(colours), background, rng.permutation(k), None)
 
 
 def _place(canvas: np.ndarray, template: np.ndarray, centre: np.ndarray, radius: int) -> None:
@@ -236,7 +236,7 @@ def _place(canvas: np.ndarray, template: np.ndarray, centre: np.ndarray, radius:
         canvas[y0 + ys:y0 + ye, x0 + xs:x0 + xe] = template[ys:ye, xs:xe]
 
 
-def _layers(scene: _Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+def scene_layers(scene: Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, np.ndarray, bool]:
     """Amodal masks (K, T, H, W) bool, visible labels (T, H, W) uint8 (k + 1: object k), whether unclipped."""
     k, t = scene.paths.shape[:2]
     h, w = cfg.height, cfg.width
@@ -258,7 +258,7 @@ def _layers(scene: _Scene, cfg: ChewingGumConfig) -> tuple[np.ndarray, np.ndarra
     return amodal, labels, whole
 
 
-def _all_seen(scene: _Scene, amodal: np.ndarray, labels: np.ndarray, whole: bool) -> bool:
+def _all_seen(scene: Scene, amodal: np.ndarray, labels: np.ndarray, whole: bool) -> bool:
     """Whether every object pixel is visible in some frame; in template coordinates unless clipped."""
     k, t = scene.paths.shape[:2]
     if not whole:
@@ -273,7 +273,7 @@ def _all_seen(scene: _Scene, amodal: np.ndarray, labels: np.ndarray, whole: bool
     return True
 
 
-def _paint(scene: _Scene, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paint_scene(scene: Scene, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (T, H, W, 3) uint8, exact flow forward and backward (T-1, H, W, 2) float16: label lookups."""
     k, t = scene.paths.shape[:2]
     h, w = labels.shape[1:]
@@ -315,13 +315,20 @@ def generate_video(cfg: ChewingGumConfig, seed: np.random.SeedSequence, name: st
     while True:
         attempt += 1
         scene = sample(rng, cfg)
-        amodal, labels, whole = _layers(scene, cfg)
+        amodal, labels, whole = scene_layers(scene, cfg)
         if _all_seen(scene, amodal, labels, whole):
             break
         if attempt >= MAX_ATTEMPTS:
             raise AmodalkitError(f"could not draw a video whose objects are all fully seen in "
                                  f"{MAX_ATTEMPTS} attempts; use fewer objects or a larger canvas")
-    frames, fwd, bwd = _paint(scene, labels)
+    provenance = {"generator": "chewing_gum", "entropy": int(seed.entropy), "spawn_key": list(seed.spawn_key),
+                  "attempts": attempt}
+    return scene_video(scene, amodal, labels, name, provenance)
+
+
+def scene_video(scene: Scene, amodal: np.ndarray, labels: np.ndarray, name: str, provenance: dict) -> Video:
+    """The Video of a drawn scene: painted frames, its layers and the exact flow of its motion."""
+    frames, fwd, bwd = paint_scene(scene, labels)
     k, t = amodal.shape[:2]
     return Video(
         name=name,
@@ -334,13 +341,7 @@ def generate_video(cfg: ChewingGumConfig, seed: np.random.SeedSequence, name: st
         source_frame_ids=np.array([f"{name}/{f:05d}" for f in range(t)], dtype=object),
         flow=fwd,
         flow_backward=bwd,
-        provenance={
-            "generator": "chewing_gum",
-            "entropy": int(seed.entropy),
-            "spawn_key": list(seed.spawn_key),
-            "attempts": attempt,
-            "depth_order": [int(i) for i in scene.order],
-        },
+        provenance={**provenance, "depth_order": [int(i) for i in scene.order]},
         flow_backend="exact",
     )
 

@@ -19,8 +19,9 @@
     occluded (``iou != 1`` in ``Kins_Car/eval.py``);
   - Chewing Gum: the official repository ships no evaluation script for it; the paste rule
     and the occluded region above apply, and the occluded mean runs over object-frames with
-    hidden ground-truth pixels as in ``strict`` (the official ``invisible_IoU`` would count
-    every unoccluded object-frame as 1 through the IoU smoothing).
+    hidden ground-truth pixels as in ``strict`` (the official ``invisible_IoU`` of an
+    unoccluded object-frame is 1 through the IoU smoothing, or 0 if the prediction touches
+    the other objects' pixels: a score of the false positives, not of the hidden part).
 
 ``docs/decisions.md`` (Metrics) says which rule reproduces which of the paper's numbers.
 """

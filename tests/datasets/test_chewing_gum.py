@@ -173,7 +173,7 @@ def _reference_paste(template: np.ndarray, centre: np.ndarray, radius: int,
     return out
 
 
-def _reference_render(scene: cg._Scene, cfg: cg.ChewingGumConfig) -> tuple[np.ndarray, ...]:
+def _reference_render(scene: cg.Scene, cfg: cg.ChewingGumConfig) -> tuple[np.ndarray, ...]:
     """The first release's renderer: frames, visible ids, amodal masks, forward and backward flow."""
     size = (cfg.height, cfg.width)
     k, t = scene.paths.shape[:2]
