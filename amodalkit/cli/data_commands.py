@@ -289,9 +289,20 @@ def import_chewing_gum_cmd(src: Path, out_dir: Path, videos_per_shard: int, quie
 @click.option("--videos-per-shard", default=20, show_default=True, type=int)
 @click.option("--limit", type=int, default=None, help="Import only the first N samples.")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Parallel worker processes.")
+@click.option("--official-filters", is_flag=True,
+              help="Annotate only the SaVos test object set, filtered from SRC as their Data_Preprocess "
+                   "notebook does (amodal > 400 px with a 16 px border margin, visible > 64 px, first runs, "
+                   "amodal run > 10 frames, some frame 0.1 < occlusion < 0.7, run ends dropped).")
+@click.option("--subtest", type=click.Path(dir_okay=False, path_type=Path),
+              help="The SaVos test_subtest.csv: annotate only its rows with test == 1 (v_id = sample "
+                   "number, obj_id = fish id, frame_id).")
+@click.option("--savos-pkl", type=click.Path(dir_okay=False, path_type=Path),
+              help="The SaVos test_data.pkl: amodal masks (FM) and object-frames from it, frames and "
+                   "visible masks from SRC; its frames less each fish's first and last are annotated.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_shard: int, limit: int | None,
-                        jobs: int, quiet: bool) -> None:
+                        jobs: int, official_filters: bool, subtest: Path | None, savos_pkl: Path | None,
+                        quiet: bool) -> None:
     """Read a FISHBOWL release (SRC/NNNNN/{video.mp4, objects.json, objectMMM/}) into shards.
 
     \b
@@ -301,12 +312,20 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
       test_data/test/00000/objects.json, test_data/test_objects/00000_object<ID>/objects.json,
       test_data/test_frames/00000/*.png
     Each object's per-frame occlusion rate is stored; score FISHBOWL like the paper with
-    `amodalkit evaluate ... --occlusion-range 0.1 0.7`.
+    `amodalkit evaluate ... --protocol official` (or `--occlusion-range 0.1 0.7`).
+
+    \b
+    The paper's object set: --official-filters, --subtest test_subtest.csv and/or
+    --savos-pkl test_data.pkl (given together, their selections intersect). Fishes
+    outside it stay in the videos (they still occlude others) but are never scored
+    (amodal_annotated false). The settings are recorded; a rerun into the same --out
+    with other settings is refused.
     """
     from amodalkit.datasets.fishbowl import import_fishbowl
     from amodalkit.io.paths import refuse_overwrite
 
-    refuse_overwrite({"--out": out_dir}, [src], output_folders=True)
+    refuse_overwrite({"--out": out_dir}, [src, subtest, savos_pkl], output_folders=True)
     _hold(out_dir)
-    paths = import_fishbowl(src, out_dir, split, videos_per_shard, limit, jobs, quiet)
+    paths = import_fishbowl(src, out_dir, split, videos_per_shard, limit, jobs, quiet, official_filters,
+                            subtest, savos_pkl)
     click.echo(f"{len(paths)} shards in {out_dir}")

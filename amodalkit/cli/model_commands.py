@@ -85,10 +85,11 @@ def models() -> None:
               help="Clips per TTA forward/backward (gradients accumulated over chunks; bounds memory).")
 @click.option("--occlusion-range", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Score only object-frames with occlusion rate in (LOW, HIGH); FISHBOWL: 0.1 0.7.")
-@click.option("--protocol", type=click.Choice(["strict", "official"]), default="strict", show_default=True,
-              help="Scoring rules for every method alike: strict (occluded = outside the own visible mask, "
-                   "no paste) or official (the released SaVos evaluation: paste rule, occluded = other "
-                   "objects' visible pixels, the FISHBOWL and KINS filters).")
+@click.option("--protocol", type=click.Choice(["official", "strict"]), default="official", show_default=True,
+              help="Scoring rules for every method alike: official (the released SaVos evaluation, "
+                   "which the paper's numbers come from: paste rule, occluded = other objects' visible "
+                   "pixels, the FISHBOWL and KINS filters) or strict (no paste, occluded = outside the "
+                   "own visible mask).")
 @click.option("--k", "k", type=int, default=None, help="--model temporal: window of k frames (3 or 5).")
 @click.option("--bidirectional", is_flag=True, help="--model temporal: also aggregate backwards in time.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -54,7 +54,7 @@ def zoo_download(name: str, quiet: bool) -> None:
 @click.option("--tta", is_flag=True, help="Also score SaVos with test-time adaptation (slow on CPU).")
 @click.option("--tta-max-iters", default=20, show_default=True, type=int,
               help="Cap on adaptation steps per video.")
-@click.option("--protocol", type=click.Choice(["strict", "official"]), default="strict", show_default=True,
+@click.option("--protocol", type=click.Choice(["official", "strict"]), default="official", show_default=True,
               help="Scoring rules for every row (see amodalkit evaluate --help).")
 @click.option("--flow", "flow", default="", metavar="BACKEND",
               help="Copy the data to OUT/data-BACKEND and fill its flow with this backend first, so every "

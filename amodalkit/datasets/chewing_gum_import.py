@@ -20,7 +20,6 @@ containers, so a crafted file cannot run code.
 from __future__ import annotations
 
 import contextlib
-import pickle
 import re
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from amodalkit.datasets.chewing_gum import (
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import remove_stale_temps
 from amodalkit.io.images import natural_key, read_rgb
+from amodalkit.io.safe_pickle import load_arrays_pickle
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import write_shard
 from amodalkit.io.shards import Video
@@ -47,26 +47,11 @@ OFFICIAL_CENTRE = np.array([28, 25])  # (x, y) the official polygons are drawn a
 BOX = 16  # the official objects' box side; templates here are BOX + 1 with the centre at 8
 SPLITS = ("train", "val", "test")
 PKL_KEYS = ("order", "shape", "color", "st", "full_mask")
-_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"), ("builtins", "list"), ("builtins", "dict"),
-            ("builtins", "tuple"), ("builtins", "int"), ("builtins", "float")}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a Chewing Gum annotation")
-        return super().find_class(module, name)
 
 
 def read_frame_pkl(path: Path) -> dict:
     """One official per-frame annotation, checked for the keys the importer uses."""
-    try:
-        with open(path, "rb") as f:
-            data = _ArraysOnly(f).load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
-        raise AmodalkitError(f"not a readable official Chewing Gum annotation ({exc})", path) from exc
+    data = load_arrays_pickle(path, "official Chewing Gum annotation")
     if not isinstance(data, dict) or any(k not in data for k in PKL_KEYS):
         raise AmodalkitError(f"official Chewing Gum annotation lacks {', '.join(PKL_KEYS)}", path)
     return data

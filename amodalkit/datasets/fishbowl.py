@@ -33,6 +33,11 @@ frame (1 - |visible & amodal| / |amodal|) is stored in the video provenance
 (``occlusion_rate``, null where the amodal mask is empty), and
 :func:`occlusion_range_filter` keeps the object-frames in an open range, as the official
 evaluation does with (0.1, 0.7).
+
+``--official-filters``, ``--subtest test_subtest.csv`` and ``--savos-pkl test_data.pkl``
+annotate only the SaVos paper's test object set (:mod:`amodalkit.datasets.fishbowl_official`
+says how each official rule maps to ``amodal_annotated``; fishes that fail are never scored
+but stay in the video, so their visible pixels still occlude the others).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from amodalkit.datasets.fishbowl_official import OfficialSelection, make_selection
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.io.images import check_size, imread
@@ -212,7 +218,7 @@ def _render_for(render: Path) -> tuple[int | None, str]:
     return int(m.group(1)), "id" if "_object" in render.parent.name else "index"
 
 
-def read_sample(sample: FishbowlSample) -> Video:
+def read_sample(sample: FishbowlSample, selection: OfficialSelection | None = None) -> Video:
     """One FISHBOWL sample as a shard Video (visible ids, amodal masks from the single-fish renders)."""
     if sample.video is not None:
         frames = read_video_frames(sample.video)
@@ -237,15 +243,19 @@ def read_sample(sample: FishbowlSample) -> Video:
             target = number if kind == "id" else by_index
             if target is not None and target not in amodal_by_id:
                 amodal_by_id[target] = _decode_masks(listed[0], (h, w), t_len, render)
+    if selection is not None:
+        selection.add_amodal(sample.name, amodal_by_id, (t_len, h, w), sample.folder)
     k_len = len(objects)
     visible_ids = np.zeros((t_len, h, w), np.uint16)
     amodal = np.zeros((k_len, t_len, h, w), bool)
     annotated = np.zeros((k_len, t_len), bool)
     presence = np.zeros((k_len, t_len), bool)
+    visible_area = np.zeros((k_len, t_len), np.int64)
     info = []
     for k, obj in enumerate(objects):
         vis = _decode_masks(obj, (h, w), t_len, sample.objects_json)
         visible_ids[vis & (visible_ids == 0)] = k + 1
+        visible_area[k] = vis.sum(axis=(1, 2))
         full = amodal_by_id.get(int(obj["id"]))
         if full is not None:
             amodal[k] = full
@@ -257,7 +267,7 @@ def read_sample(sample: FishbowlSample) -> Video:
         info.append({"id": obj["id"], "type_id": obj.get("type_id"), "type_name": obj.get("type_name"),
                      "has_amodal": full is not None,
                      "occlusion_rate": [None if np.isnan(r) else round(float(r), 4) for r in rates]})
-    return Video(
+    video = Video(
         name=sample.name, frames=frames, visible_ids=visible_ids, amodal=amodal, amodal_annotated=annotated,
         presence=presence, track_ids=np.array([int(o["id"]) for o in objects], np.int64),
         source_frame_ids=np.asarray([f"{sample.name}/{t:05d}" for t in range(t_len)], dtype=object),
@@ -265,6 +275,7 @@ def read_sample(sample: FishbowlSample) -> Video:
         provenance={"dataset": "fishbowl", "sample": sample.name, "objects": info,
                     "source": "video.mp4" if sample.video is not None else "frames"},
     )
+    return video if selection is None or not selection.active else selection.apply(video, visible_area)
 
 
 def occlusion_range_filter(low: float, high: float) -> Callable[[Video], np.ndarray]:
@@ -288,30 +299,44 @@ def _shard_path(out: Path, split: str, index: int) -> Path:
     return out / f"{split}-{index:05d}.h5"
 
 
-def write_fishbowl_shard(path: Path, samples: list[FishbowlSample], src: str) -> Path:
-    """Read samples and write them to one shard (atomic)."""
+def write_fishbowl_shard(path: Path, samples: list[FishbowlSample], src: str,
+                         selection: OfficialSelection | None = None) -> Path:
+    """Read samples and write them to one shard (atomic), annotating only `selection`'s object-frames."""
     provenance = {"writer": "amodalkit import-fishbowl", "dataset": "fishbowl", "source": src,
                   "samples": [s.name for s in samples]}
-    return write_shard(path, (read_sample(s) for s in samples), provenance)
+    if selection is not None and selection.active:
+        provenance["official_selection"] = selection.settings
+        selection = selection.for_videos([s.name for s in samples])
+    return write_shard(path, (read_sample(s, selection) for s in samples), provenance)
 
 
-def _complete(path: Path, names: list[str]) -> bool:
+def _complete(path: Path, names: list[str], settings: dict | None) -> bool:
     if not path.is_file():
         return False
     with contextlib.suppress(AmodalkitError, OSError):
         with ShardReader(path) as r:
-            return r.video_names == sorted(names) and r.provenance.get("samples") == names
+            prov = r.provenance
+            return (r.video_names == sorted(names) and prov.get("samples") == names
+                    and prov.get("official_selection") == settings)
     return False
 
 
 def import_fishbowl(src: str | Path, out: str | Path, split: str | None = None, videos_per_shard: int = 20,
-                    limit: int | None = None, jobs: int = 1, quiet: bool = False) -> list[Path]:
-    """Write FISHBOWL samples of `src` as shards ``OUT/{split}-{index:05d}.h5``; skip complete ones."""
+                    limit: int | None = None, jobs: int = 1, quiet: bool = False,
+                    official_filters: bool = False, subtest: str | Path | None = None,
+                    savos_pkl: str | Path | None = None) -> list[Path]:
+    """Write FISHBOWL samples of `src` as shards ``OUT/{split}-{index:05d}.h5``; skip complete ones.
+
+    `official_filters`, `subtest` (test_subtest.csv) and `savos_pkl` (test_data.pkl) narrow the
+    annotated object-frames to the SaVos test set (:mod:`amodalkit.datasets.fishbowl_official`).
+    """
     if videos_per_shard < 1 or jobs < 1:
         raise AmodalkitError("--videos-per-shard and --jobs must be at least 1")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise AmodalkitError(f"--limit must be at least 1, got {limit!r}")
     samples = find_samples(src)
+    selection = make_selection(official_filters, subtest, savos_pkl)
+    selection.check_videos([s.name for s in samples])
     if limit is not None:
         samples = samples[:limit]
     split = split or samples[0].folder.parent.name
@@ -326,11 +351,15 @@ def import_fishbowl(src: str | Path, out: str | Path, split: str | None = None, 
     paths = [_shard_path(out, split, i) for i in range(len(groups))]
     record = {"dataset": "fishbowl", "source": str(Path(src).resolve()), "split": split,
               "videos_per_shard": videos_per_shard, "samples": len(samples)}
+    settings = selection.settings if selection.active else None
+    if settings is not None:
+        record["official_selection"] = settings
     claim_output_dir(out / f"{split}-{RECORD_FILE}", record,
                      f"folder holds a {split} import made with other settings; use a new --out "
                      "or another --split")
-    todo = [(p, g) for p, g in zip(paths, groups) if not _complete(p, [s.name for s in g])]
-    work = (delayed(write_fishbowl_shard)(p, g, str(src)) for p, g in todo)
+    todo = [(p, g) for p, g in zip(paths, groups) if not _complete(p, [s.name for s in g], settings)]
+    work = (delayed(write_fishbowl_shard)(p, g, str(src), selection.for_videos([s.name for s in g]))
+            for p, g in todo)
     for _ in tqdm(Parallel(n_jobs=jobs, return_as="generator_unordered")(work), total=len(todo),
                   desc="shards", unit="shard", disable=quiet):
         pass

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import MetricAccumulator, score_video
 from amodalkit.evaluation.prefetch import PrefetchedVideos, open_readers, read_videos
-from amodalkit.evaluation.protocols import Protocol, get_protocol
+from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 
@@ -62,7 +62,7 @@ def unique_paths(paths: Sequence[Path]) -> list[Path]:
 def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = False,
                     data: str | None = None,
                     object_filter: Callable[[Video], np.ndarray] | None = None,
-                    prefetch: bool = True, protocol: Protocol | str = "strict") -> dict:
+                    prefetch: bool = True, protocol: Protocol | str = DEFAULT_PROTOCOL) -> dict:
     """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
 
     `object_filter(video)` -> (K, T) bool, when given, further restricts the scored

@@ -1,12 +1,14 @@
 """Scoring protocols: which pixels and object-frames count, the same rule for every method.
 
-* ``strict`` (default): each method is scored on its own prediction (thresholded at 0.5,
+* ``strict``: each method is scored on its own prediction (thresholded at 0.5,
   with its visible pixels added); the occluded region of an object is everything outside its
   own visible mask; the occluded mean runs over object-frames whose ground truth has pixels
   there.
-* ``official``: the rules of the released SaVos evaluation code (``utils/evaluation.py``,
-  ``FishBowl`` and ``Kins_Car/eval.py`` of amazon-science/self-supervised-amodal-video-object-
-  segmentation), applied to every method alike:
+* ``official`` (default, :data:`DEFAULT_PROTOCOL`: the rules the paper's numbers were scored
+  with, so a number here compares with the paper's): the released SaVos evaluation code
+  (``utils/evaluation.py``, ``FishBowl`` and ``Kins_Car/eval.py`` of
+  amazon-science/self-supervised-amodal-video-object-segmentation), applied to every method
+  alike:
 
   - the paste rule: the prediction is kept only on the *other* objects' visible pixels and
     is the object's own visible mask elsewhere (``pred * (1 - loss_mask) + visible *
@@ -36,6 +38,8 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.io.shards import Video
 from amodalkit.ops.masks import occlusion_rates
 
+#: the protocol evaluate and benchmark use unless told otherwise
+DEFAULT_PROTOCOL = "official"
 #: FISHBOWL's official occlusion-rate range (test_subset_eval.py)
 FISHBOWL_OCCLUSION = (0.1, 0.7)
 

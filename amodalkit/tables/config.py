@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL
 from amodalkit.models.registry import list_models
 from amodalkit.models.savos.config import ABLATIONS
 from amodalkit.models.savos.config import MODEL_NAME as SAVOS
@@ -62,7 +63,7 @@ class BenchmarkConfig:
     tta_max_iters: int = 20
     figure_frames: int = 6
     #: scoring rules for every row (amodalkit.evaluation.protocols): strict or official
-    protocol: str = "strict"
+    protocol: str = DEFAULT_PROTOCOL
     #: a flow backend: the data are copied to OUT/data-BACKEND and filled with it first ("" = as stored)
     flow: str = ""
     #: weights of a network --flow backend (flownet2, ptlflow:NAME)

@@ -63,14 +63,15 @@ def test_import_evaluate_with_occlusion_range(fishbowl_release: FishbowlRelease,
     mask = keep(v)
     assert mask.shape == (3, FB_T) and not mask[0].any() and not mask[2].any()
     assert np.array_equal(mask[1], (rates[1] > 0.1) & (rates[1] < 0.7)) and mask[1].any()
-    everything = evaluate_method(build_method("convex"), shards, quiet=True)
-    filtered = evaluate_method(build_method("convex"), shards, quiet=True, object_filter=keep)
+    everything = evaluate_method(build_method("convex"), shards, quiet=True, protocol="strict")
+    filtered = evaluate_method(build_method("convex"), shards, quiet=True, object_filter=keep,
+                               protocol="strict")
     assert filtered["n_object_frames"] < everything["n_object_frames"]
     assert everything["n_object_frames"] == 2 * int(scored_object_frames(v).sum())
     js = tmp_path / "r.json"
     capsys.readouterr()
     code = main(["evaluate", "--model", "convex", "--data", str(out), "--occlusion-range", "0.1", "0.7",
-                 "--json", str(js), "--quiet"])
+                 "--protocol", "strict", "--json", str(js), "--quiet"])
     assert code == 0
     result = json.loads(js.read_text())
     assert result["occlusion_range"] == [0.1, 0.7]

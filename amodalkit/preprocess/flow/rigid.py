@@ -58,28 +58,26 @@ def fit_translations(visible_ids: np.ndarray, prior: np.ndarray, radius: int = D
         mask = ids == obj + 1
         first, second = mask[:-1], mask[1:]
         present = first.any(axis=(1, 2)) & second.any(axis=(1, 2))
-        if not present.any():
-            continue
-        # allowed landing pixels: the object itself or anything drawn over it (any foreground)
-        land_fwd, land_bwd = foreground[1:], foreground[:-1]
-        centre = shifts[obj]
-        best = np.full(t - 1, np.inf)
-        chosen = centre.copy()
-        for oy in offsets:
-            for ox in offsets:
-                d = centre + np.array([ox, oy])  # (T-1, 2): per pair, around its own prior
-                cost = np.empty(t - 1)
-                for pair in np.flatnonzero(present):
-                    dx, dy = int(d[pair, 0]), int(d[pair, 1])
-                    fwd = _shifted(first[pair], dx, dy)
-                    bwd = _shifted(second[pair], -dx, -dy)
-                    bad = np.count_nonzero(fwd & ~land_fwd[pair]) + np.count_nonzero(bwd & ~land_bwd[pair])
-                    own = np.count_nonzero(fwd & second[pair])
-                    cost[pair] = bad - OWN_WEIGHT * own + 1e-6 * (ox * ox + oy * oy)
-                better = present & (cost < best)
-                best[better] = cost[better]
-                chosen[better] = d[better]
-        shifts[obj] = chosen
+        centres = shifts[obj].copy()
+        # pairs that share a search centre are searched together, each offset on all of them at once
+        for centre in np.unique(centres[present], axis=0):
+            sel = np.flatnonzero(present & (centres == centre).all(axis=1))
+            src, dst = first[sel], second[sel]
+            # allowed landing pixels: the object itself or anything drawn over it (any foreground)
+            land_fwd, land_bwd = foreground[1:][sel], foreground[:-1][sel]
+            best = np.full(len(sel), np.inf)
+            for oy in offsets:
+                for ox in offsets:
+                    dx, dy = int(centre[0] + ox), int(centre[1] + oy)
+                    fwd = _shifted(src, dx, dy)
+                    bwd = _shifted(dst, -dx, -dy)
+                    bad = (np.count_nonzero(fwd & ~land_fwd, axis=(1, 2))
+                           + np.count_nonzero(bwd & ~land_bwd, axis=(1, 2)))
+                    own = np.count_nonzero(fwd & dst, axis=(1, 2))
+                    cost = bad - OWN_WEIGHT * own + 1e-6 * (ox * ox + oy * oy)
+                    better = cost < best
+                    best[better] = cost[better]
+                    shifts[obj, sel[better]] = (dx, dy)
     return shifts
 
 
