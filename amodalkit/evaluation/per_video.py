@@ -6,14 +6,17 @@ import numpy as np
 
 from amodalkit.evaluation.evaluate import scored_object_frames
 from amodalkit.evaluation.metrics import MetricAccumulator, score_video
+from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 from amodalkit.io.shards import Video
 
 
-def video_scores(video: Video, pred: np.ndarray) -> dict[str, float]:
+def video_scores(video: Video, pred: np.ndarray, protocol: str = DEFAULT_PROTOCOL) -> dict[str, float]:
     """Frame-level full and occluded mIoU of a thresholded (K, T, H, W) prediction of `video` (NaN: none)."""
+    rules = get_protocol(protocol)
     acc = MetricAccumulator()
-    scored = scored_object_frames(video)
+    scored = rules.object_frames(video, scored_object_frames(video))
     if scored.any():
-        acc.add(score_video(pred, video.amodal, video.visible_masks(), scored))
+        acc.add(score_video(rules.prepare(pred, video), video.amodal, video.visible_masks(), scored,
+                            rules.hidden_region(video), rules.drops_perfect(video)))
     result = acc.result()
     return {"full": result["frame_miou_full"], "occluded": result["frame_miou_occluded"]}

@@ -102,6 +102,8 @@ def _evaluate_command(d: dict, tta: bool) -> str:
         parts.append("--bidirectional")
     if d.get("occlusion_range"):
         parts += ["--occlusion-range", *map(str, d["occlusion_range"])]
+    if d.get("protocol"):
+        parts += ["--protocol", str(d["protocol"])]
     if tta:
         parts.append("--tta")
     return shlex.join([*parts, "--data", str(d.get("data", "?"))])
@@ -178,13 +180,14 @@ def gather_per_video(data: dict, rows: list[ReportRow], rescore: str, device: st
     present = bool(shards) and all(Path(s).is_file() for s in shards)
     missing = [r for r in rows if r.name not in scores]
     done: list[str] = []
+    protocol = data.get("protocol") or data.get("config", {}).get("protocol", "official")
     if missing and rescore != "none" and present:
         videos = videos or candidate_videos([Path(s) for s in shards])
         for r in missing:
             if r.build is not None and (rescore == "all" or "checkpoint" not in r.build):
                 method = rebuild_method(r, device)
                 if method is not None:
-                    scores[r.name] = per_video_scores(method, videos)
+                    scores[r.name] = per_video_scores(method, videos, protocol)
                     done.append(r.name)
     if done:
         notes.append(f"re-scored here on {len(videos)} videos (not in the results file): {', '.join(done)}")

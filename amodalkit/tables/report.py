@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from amodalkit.evaluation.evaluate import GT_FIELDS, predict_binaries, predict_binary
 from amodalkit.evaluation.per_video import video_scores
+from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
@@ -44,7 +45,8 @@ def candidate_videos(test: list[Path], limit: int = FIGURE_MAX_VIDEOS) -> list[t
     return out[:limit]
 
 
-def per_video_scores(method: AmodalMethod, videos: list[tuple[str, int, str]]) -> dict[str, list]:
+def per_video_scores(method: AmodalMethod, videos: list[tuple[str, int, str]],
+                     protocol: str = DEFAULT_PROTOCOL) -> dict[str, list]:
     """{"full": [...], "occluded": [...]}: `method`'s frame-level mIoU on each video (None: unscored)."""
     fields = (*method.fields, *GT_FIELDS)
     out: dict[str, list] = {"full": [], "occluded": []}
@@ -52,7 +54,7 @@ def per_video_scores(method: AmodalMethod, videos: list[tuple[str, int, str]]) -
 
     def flush() -> None:
         for video, pred in zip(batch, predict_binaries(method, batch)):
-            for key, value in video_scores(video, pred).items():
+            for key, value in video_scores(video, pred, protocol).items():
                 out[key].append(round(value, 6) if math.isfinite(value) else None)
         batch.clear()
 
@@ -116,7 +118,7 @@ def write_figure(cfg: BenchmarkConfig, rows: list[Row], entries: dict[str, dict]
     for row in tqdm(shown, desc="figure", unit="method", leave=False, disable=cfg.quiet):
         training = entries[row.name]["training"]
         methods[row.name] = build_row_method(cfg, row, None if training is None else training["checkpoint"])
-        scores[row.name] = per_video_scores(methods[row.name], videos)
+        scores[row.name] = per_video_scores(methods[row.name], videos, cfg.protocol)
     picked = pick_figure_videos(scores)
     views, records = [], []
     for i, spread in picked:
@@ -196,10 +198,14 @@ def format_results_md(results: dict) -> str:
              f"Data: `{cfg['data']}` ({first['n_videos']} test videos, {first['n_object_frames']} scored "
              f"object-frames, {first['n_occluded_object_frames']} with hidden pixels). Seed {cfg['seed']}.",
              f"Produced by `{results['command']}` (every setting in `config.json`).", "",
+             f"Scoring protocol: `{first.get('protocol', 'official')}`; flow: `{first.get('flow') or 'none'}`"
+             + (" (the generator's exact flow: an upper bound, not the paper's protocol)."
+                if first.get("flow") == "exact" else "."), "",
              "Frame-level mIoU is the paper's headline metric (mean over the objects of each frame, then "
              "over frames); object-level is the mean over object-frames. Occluded: IoU restricted to the "
-             "pixels outside the visible mask, over object-frames with hidden ground truth. The paper "
-             "column is Table 1's Chewing Gum result in the SaVos paper.", ""]
+             "occluded region (`official`: the other objects' visible pixels, after the official paste "
+             "rule; `strict`: the pixels outside the visible mask), over object-frames with hidden ground "
+             "truth. The paper column is Table 1's Chewing Gum result in the SaVos paper.", ""]
     lines += _metric_table(entries, "paper (Chewing Gum)")
     compared = spread_comparisons(entries)
     if compared:

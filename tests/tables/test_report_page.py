@@ -151,7 +151,8 @@ def test_report_of_an_evaluate_json(cg_savos: Path, tmp_path: Path,
     assert code == 0, err
     assert "1 animations" in out
     text = (tmp_path / "m.html").read_text()
-    assert "amodalkit evaluate --model convex --data" in text and text.count("data:image/gif") == 1
+    assert "amodalkit evaluate --model convex --protocol official --data" in text
+    assert text.count("data:image/gif") == 1
     assert "Worst videos" in text and text.count("<svg") == 2
 
 
