@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
-from amodalkit.evaluation.metrics import MetricAccumulator, score_video
+from amodalkit.evaluation.metrics import MetricAccumulator
 from amodalkit.evaluation.prefetch import PrefetchedVideos, open_readers, read_videos
 from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from amodalkit.io.shards import Video
@@ -87,8 +87,7 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
     def score_pending() -> None:
         preds = predict_binaries(method, [v for v, _ in pending])
         for (video, scored), pred in zip(pending, preds):
-            acc.add(score_video(rules.prepare(pred, video), video.amodal, video.visible_masks(), scored,
-                                rules.hidden_region(video), rules.drops_perfect(video)))
+            acc.add(rules.score(pred, video, scored))
         pending.clear()
 
     reading = (PrefetchedVideos(readers, fields, ahead=batch + READ_AHEAD) if prefetch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from amodalkit.evaluation.evaluate import scored_object_frames
-from amodalkit.evaluation.metrics import MetricAccumulator, score_video
+from amodalkit.evaluation.metrics import MetricAccumulator
 from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 from amodalkit.io.shards import Video
 
@@ -16,7 +16,6 @@ def video_scores(video: Video, pred: np.ndarray, protocol: str = DEFAULT_PROTOCO
     acc = MetricAccumulator()
     scored = rules.object_frames(video, scored_object_frames(video))
     if scored.any():
-        acc.add(score_video(rules.prepare(pred, video), video.amodal, video.visible_masks(), scored,
-                            rules.hidden_region(video), rules.drops_perfect(video)))
+        acc.add(rules.score(pred, video, scored))
     result = acc.result()
     return {"full": result["frame_miou_full"], "occluded": result["frame_miou_occluded"]}

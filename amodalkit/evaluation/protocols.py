@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amodalkit.errors import AmodalkitError
+from amodalkit.evaluation.metrics import ObjectFrameScores, score_video
 from amodalkit.io.shards import Video
 from amodalkit.ops.masks import occlusion_rates
 
@@ -100,6 +101,16 @@ class Protocol:
         with np.errstate(invalid="ignore"):
             in_range = (rates > low) & (rates < high)
         return scored & track_inner_frames(video.presence) & in_range
+
+    def score(self, pred: np.ndarray, video: Video, scored: np.ndarray) -> ObjectFrameScores:
+        """Score one video's thresholded prediction under this protocol (the masks decoded once)."""
+        visible = video.visible_masks()
+        others = (video.visible_ids[None] != 0) & ~visible
+        pred = np.asarray(pred, bool)
+        if self.paste:
+            pred = (pred & others) | visible
+        hidden = others if self.occluded_by_others else ~visible
+        return score_video(pred, video.amodal, visible, scored, hidden, self.drops_perfect(video))
 
     def drops_perfect(self, video: Video) -> bool:
         """Whether entries with IoU exactly 1 leave the means (KINS under the official rules)."""

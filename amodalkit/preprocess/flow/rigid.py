@@ -33,6 +33,8 @@ def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """``(T, H, W)`` masks moved by (dx, dy) pixels, zeros entering at the edges."""
     out = np.zeros_like(mask)
     h, w = mask.shape[-2:]
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[..., yd, xd] = mask[..., ys, xs]
@@ -95,9 +97,11 @@ def object_medians(flow: np.ndarray, visible_ids: np.ndarray, num_objects: int) 
 def paint_flow(background: np.ndarray, ids: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """`background` ``(T-1, H, W, 2)`` with each object's shift ``(K, T-1, 2)`` on its pixels of `ids`."""
     out = np.array(background, np.float32, copy=True)
-    for obj in range(shifts.shape[0]):
-        for pair in range(out.shape[0]):
-            out[pair][ids[pair] == obj + 1] = shifts[obj, pair]
+    table = np.zeros((out.shape[0], shifts.shape[0] + 1, 2), np.float32)  # row 0: the background's
+    table[:, 1:] = shifts.transpose(1, 0, 2)
+    objects = (ids > 0) & (ids <= shifts.shape[0])
+    pair_of = np.broadcast_to(np.arange(out.shape[0])[:, None, None], ids.shape)
+    out[objects] = table[pair_of[objects], ids[objects]]
     return out
 
 
