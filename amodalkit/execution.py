@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from amodalkit.errors import AmodalkitError
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
 
 #: one unit of work (a drive, a shard, a video range)
 Unit = TypeVar("Unit")
@@ -48,30 +51,62 @@ def worker_devices(device: str, jobs: int) -> list[str]:
 
 
 def run_tasks(func: Callable[[Unit], dict], tasks: Sequence[Unit], jobs: int = 1,
-              scheduler: str | None = None, quiet: bool = False, unit: str = "task") -> list[dict]:
-    """Run ``func`` on every unit with joblib (`jobs` processes) or on a Dask cluster (`scheduler`)."""
+              scheduler: str | None = None, quiet: bool = False, unit: str = "task",
+              resources: dict[str, float] | None = None) -> list[dict]:
+    """``func`` of every unit, in the units' order: joblib (`jobs` processes) or a Dask cluster (`scheduler`).
+
+    On Dask each unit is one task (``client.map``), with the worker `resources` it needs
+    (e.g. ``{"GPU": 1}``: one task per GPU on workers started with ``--resources GPU=1``);
+    a task of a worker that dies is run again elsewhere by the scheduler.
+    """
     if not tasks:
         return []
-    work = [delayed(func)(t) for t in tasks]
     bar = dict(total=len(tasks), desc=f"{unit}s", unit=unit, disable=quiet)
     if scheduler is None:
         if jobs == 1:
             return [func(t) for t in tqdm(tasks, **bar)]
+        work = [delayed(func)(t) for t in tasks]
         return list(tqdm(Parallel(n_jobs=jobs, return_as="generator")(work), **bar))
+    client = connect(scheduler)
+    from dask.distributed import as_completed
+
+    try:
+        check_resources(client, resources, scheduler)
+        futures = client.map(func, list(tasks), pure=False, resources=resources)
+        order = {f.key: i for i, f in enumerate(futures)}
+        results: list[dict] = [{}] * len(futures)
+        with tqdm(**bar) as progress:
+            for done in as_completed(futures):
+                results[order[done.key]] = done.result()
+                progress.update()
+        return results
+    finally:
+        client.close()
+
+
+def connect(scheduler: str) -> Client:
+    """A Dask client of the cluster at `scheduler`, or an error saying what to install or check."""
     try:
         from dask.distributed import Client
     except ImportError as exc:
         raise AmodalkitError("--scheduler needs the optional Dask extra: pip install 'dask[distributed]'") \
             from exc
     try:
-        client = Client(scheduler, timeout=10)
+        return Client(scheduler, timeout=10)
     except (OSError, TimeoutError, ValueError) as exc:
         raise AmodalkitError(f"cannot reach the Dask scheduler ({exc})", scheduler) from exc
-    try:
-        with parallel_config(backend="dask"):
-            return list(tqdm(Parallel(return_as="generator")(work), **bar))
-    finally:
-        client.close()
+
+
+def check_resources(client: Client, resources: dict[str, float] | None, scheduler: str) -> None:
+    """Refuse a run whose tasks need worker resources no worker offers (they would wait forever)."""
+    if not resources:
+        return
+    workers = client.scheduler_info().get("workers", {}).values()
+    for name, amount in resources.items():
+        if not any(w.get("resources", {}).get(name, 0) >= amount for w in workers):
+            raise AmodalkitError(f"these tasks need {amount:g} {name} per task, and no worker of the cluster "
+                                 f"offers it; start workers with: dask worker {scheduler} --resources "
+                                 f"{name}=1 (one per GPU, each with its own CUDA_VISIBLE_DEVICES)", scheduler)
 
 
 def run_on_devices(func: Callable[[Unit, str], dict], tasks: Sequence[Unit], devices: Sequence[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,12 @@ def cg_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cg_default")
     generate_dataset(out, make_config("default"), {"train": 0, "val": 0, "test": 3}, seed=1, quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[str]:
+    """A LocalCluster of two single-threaded worker processes; its scheduler address."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as c:
+        yield c.scheduler_address

@@ -2,61 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run
+from shard_digests import content_digests, file_digests, shard_files
 
-from amodalkit.execution import SCHEDULER_ENV, scheduler_address
+from amodalkit.errors import AmodalkitError
+from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.execution import SCHEDULER_ENV, run_tasks, scheduler_address
 from amodalkit.io.shard_read import ShardReader
+from amodalkit.models.registry import build_method
 
 distributed = pytest.importorskip("distributed")
 
 GEN = ["--preset", "savos2022", "--train", "0", "--val", "0", "--test", "6", "--videos-per-shard", "2",
        "--seed", "3", "--quiet"]
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.h5"))}
-
-
-def _attrs(obj: h5py.HLObject) -> bytes:
-    return repr(sorted((k, str(v)) for k, v in obj.attrs.items())).encode()
-
-
-def _member(name: str, obj: h5py.HLObject) -> bytes:
-    data = obj[()] if isinstance(obj, h5py.Dataset) else np.zeros(0)
-    shape = f"{data.dtype}{data.shape}".encode()
-    values = repr(data.tolist()).encode() if data.dtype == object else np.ascontiguousarray(data).tobytes()
-    return name.encode() + _attrs(obj) + shape + values
-
-
-def _content(folder: Path) -> dict[str, str]:
-    """sha256 of every dataset (dtype, shape, bytes) and attribute of each shard, in name order.
-
-    Shards written by Dask workers hold the same content but not always the same file bytes:
-    HDF5 placed their object headers at other addresses in some runs (an open determinism
-    question, see the notes); local --jobs runs are byte-identical.
-    """
-    out = {}
-    for path in sorted(folder.glob("*.h5")):
-        parts: list[bytes] = []
-        with h5py.File(path) as f:
-            parts.append(_attrs(f))
-            f.visititems(lambda name, obj, parts=parts: parts.append(_member(name, obj)))
-        out[path.name] = hashlib.sha256(b"".join(parts)).hexdigest()
-    return out
-
-
-@pytest.fixture(scope="module")
-def cluster() -> str:
-    """A LocalCluster of two single-threaded worker processes; its scheduler address."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as c:
-        yield c.scheduler_address
 
 
 def _flows(folder: Path) -> list[np.ndarray]:
@@ -77,8 +44,8 @@ def test_generator_and_flow_on_dask_match_one_process(cluster: str, tmp_path: Pa
     code, _, err = run(capsys, "gen-chewing-gum", str(many), *GEN, "--scheduler", cluster)
     assert code == 0, err
     assert run(capsys, "gen-chewing-gum", str(jobs), *GEN, "--jobs", "2")[0] == 0
-    assert _content(one) == _content(many) and len(_content(one)) == 3
-    assert _digests(one) == _digests(jobs)
+    assert content_digests(one) == content_digests(many) and len(content_digests(one)) == 3
+    assert file_digests(one) == file_digests(jobs)
     assert run(capsys, "flow", str(one / "test-*.h5"), "--backend", "dis", "--quiet")[0] == 0
     code, out, err = run(capsys, "flow", str(many / "test-*.h5"), "--backend", "dis", "--scheduler", cluster,
                          "--quiet")
@@ -96,3 +63,93 @@ def test_scheduler_from_the_environment_and_errors(tmp_path: Path, monkeypatch: 
     assert_one_line_error(code, err, "cannot reach the Dask scheduler", "tcp://127.0.0.1:1")
     monkeypatch.delenv(SCHEDULER_ENV)
     assert scheduler_address(None) is None
+
+
+METRICS = ("frame_miou_full", "frame_miou_occluded", "object_miou_full", "object_miou_occluded", "n_videos",
+           "n_frames", "n_object_frames", "n_occluded_object_frames")
+
+
+def _metrics(result: dict) -> dict:
+    return {k: result[k] for k in METRICS}
+
+
+def test_evaluate_map_reduce_gives_the_one_process_numbers(cluster: str, cg_savos: Path) -> None:
+    shards = [cg_savos / "train-00000.h5", cg_savos / "val-00000.h5", cg_savos / "test-00000.h5",
+              cg_savos / "test-00001.h5"]
+    for name, options in (("convex", {}), ("temporal", {"k": 3})):
+        one = evaluate_method(build_method(name, **options), shards, quiet=True)
+        local = evaluate_method(build_method(name, **options), shards, quiet=True, jobs=2)
+        dask = evaluate_method(build_method(name, **options), shards, quiet=True, scheduler=cluster)
+        assert _metrics(one) == _metrics(local) == _metrics(dask)  # exactly, not approximately
+        assert one["n_videos"] == 11 and one["flow"] == local["flow"] == dask["flow"]
+    with pytest.raises(AmodalkitError, match="--jobs"):
+        evaluate_method(build_method("convex"), shards, quiet=True, jobs=0)
+
+
+def test_gpu_tasks_are_refused_on_a_cluster_without_gpu_workers(cluster: str) -> None:
+    with pytest.raises(AmodalkitError, match="GPU=1"):
+        run_tasks(str, [1, 2], scheduler=cluster, quiet=True, resources={"GPU": 1})
+    assert run_tasks(str, [1, 2], scheduler=cluster, quiet=True) == ["1", "2"]
+
+
+def test_evaluate_reads_shards_at_fsspec_urls(cg_savos: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for path in sorted(cg_savos.glob("test-*.h5")):
+        memory.pipe(f"/cg/{path.name}", path.read_bytes())
+    memory.pipe("/cg/.test-00009.tmp-1.h5", b"half written")
+    try:
+        local, remote = tmp_path / "local.json", tmp_path / "remote.json"
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", str(cg_savos / "test-*.h5"),
+                           "--json", str(local), "--quiet")
+        assert code == 0, err
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://cg/test-*.h5",
+                             "--json", str(remote), "--quiet")
+        assert code == 0, err
+        a, b = json.loads(local.read_text()), json.loads(remote.read_text())
+        assert _metrics(a) == _metrics(b) and b["shards"] == ["memory:///cg/test-00000.h5",
+                                                              "memory:///cg/test-00001.h5"]
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://cg/nothing-*.h5")
+        assert_one_line_error(code, err, "no shard matches this URL", "memory://cg/nothing-*.h5")
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://cg",
+                           "--json", "memory://out/result.json")
+        assert_one_line_error(code, err, "--json file must be a local path")
+        memory.pipe("/bad/test-00000.h5", b"not hdf5")
+        code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://bad/test-00000.h5")
+        assert_one_line_error(code, err, "memory:///bad/test-00000.h5", "not a readable")
+    finally:
+        memory.rm("/cg", recursive=True)
+        if memory.exists("/bad"):
+            memory.rm("/bad", recursive=True)
+
+
+def _kill_a_busy_worker(address: str, out: Path, total: int, killed: list[int]) -> None:
+    """Kill (SIGKILL) the first worker seen running a task while shards are still missing."""
+    with distributed.Client(address, timeout=10) as client:
+        for _ in range(2000):
+            busy = [w for w, keys in client.processing().items() if keys]
+            if busy and len(shard_files(out)) < total:
+                pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(len(shard_files(out)))
+                return
+            time.sleep(0.01)
+
+
+def test_a_killed_worker_s_shards_are_recomputed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gen = ["--preset", "savos2022", "--train", "0", "--val", "0", "--test", "48", "--videos-per-shard", "4",
+           "--seed", "5", "--quiet"]
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert run(capsys, "gen-chewing-gum", str(one), *gen)[0] == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        address = cluster.scheduler_address
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(address, many, 12, killed))
+        killer.start()
+        code, _, err = run(capsys, "gen-chewing-gum", str(many), *gen, "--scheduler", address)
+        killer.join()
+    assert code == 0, err
+    assert killed and killed[0] < 12  # the worker died with shards still to write
+    assert content_digests(many) == content_digests(one) and len(content_digests(one)) == 12

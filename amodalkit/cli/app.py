@@ -10,6 +10,12 @@ from amodalkit.errors import AmodalkitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: the Dask cluster option of every bulk command (amodalkit.execution)
+scheduler_option = click.option(
+    "--scheduler", default=None,
+    help="Dask scheduler (tcp://HOST:8786; default $AMODALKIT_SCHEDULER): one task per shard "
+         "(pip install 'dask[distributed]'; workers must see the same paths).")
+
 
 def _hold(folder: Path) -> None:
     """Check and lock output `folder` for the rest of the command; clean its dead runs' temporary files."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from amodalkit.cli.app import _hold, cli
+from amodalkit.cli.app import _hold, cli, scheduler_option
 from amodalkit.errors import AmodalkitError
 
 
@@ -39,8 +39,7 @@ def info(shards: tuple[str, ...], json_out: bool) -> None:
 @click.option("--videos-per-shard", default=100, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--jobs", default=1, show_default=True, type=int, help="Parallel worker processes.")
-@click.option("--scheduler", default=None,
-              help="Dask scheduler (tcp://HOST:8786; default $AMODALKIT_SCHEDULER): one task per shard.")
+@scheduler_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | None, test: int | None,
                     frames: int | None, objects: int | None, height: int | None, width: int | None,
@@ -77,8 +76,7 @@ def gen_chewing_gum(out_dir: Path, preset: str, train: int | None, val: int | No
               help="File format for --frames.")
 @click.option("--jobs", default=1, show_default=True, type=int,
               help="Shards filled at once by local worker processes (each builds its own backend).")
-@click.option("--scheduler", default=None,
-              help="Dask scheduler (tcp://HOST:8786; default $AMODALKIT_SCHEDULER): one task per shard.")
+@scheduler_option
 @click.option("--inspect", "inspect_files", multiple=True, type=click.Path(dir_okay=False),
               help="Only read .flo / KITTI .png flow files and describe them (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -299,10 +297,11 @@ def import_chewing_gum_cmd(src: Path, out_dir: Path, videos_per_shard: int, quie
 @click.option("--savos-pkl", type=click.Path(dir_okay=False, path_type=Path),
               help="The SaVos test_data.pkl: amodal masks (FM) and object-frames from it, frames and "
                    "visible masks from SRC; its frames less each fish's first and last are annotated.")
+@scheduler_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_shard: int, limit: int | None,
                         jobs: int, official_filters: bool, subtest: Path | None, savos_pkl: Path | None,
-                        quiet: bool) -> None:
+                        scheduler: str | None, quiet: bool) -> None:
     """Read a FISHBOWL release (SRC/NNNNN/{video.mp4, objects.json, objectMMM/}) into shards.
 
     \b
@@ -322,10 +321,11 @@ def import_fishbowl_cmd(src: Path, out_dir: Path, split: str | None, videos_per_
     with other settings is refused.
     """
     from amodalkit.datasets.fishbowl import import_fishbowl
+    from amodalkit.execution import scheduler_address
     from amodalkit.io.paths import refuse_overwrite
 
     refuse_overwrite({"--out": out_dir}, [src, subtest, savos_pkl], output_folders=True)
     _hold(out_dir)
     paths = import_fishbowl(src, out_dir, split, videos_per_shard, limit, jobs, quiet, official_filters,
-                            subtest, savos_pkl)
+                            subtest, savos_pkl, scheduler_address(scheduler))
     click.echo(f"{len(paths)} shards in {out_dir}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from amodalkit.cli.app import _hold, cli
+from amodalkit.cli.app import _hold, cli, scheduler_option
 from amodalkit.errors import AmodalkitError
 
 if TYPE_CHECKING:
@@ -92,13 +92,22 @@ def models() -> None:
                    "own visible mask).")
 @click.option("--k", "k", type=int, default=None, help="--model temporal: window of k frames (3 or 5).")
 @click.option("--bidirectional", is_flag=True, help="--model temporal: also aggregate backwards in time.")
+@click.option("--jobs", default=1, show_default=True, type=int,
+              help="Score the shards in this many local processes (one task per shard, same numbers).")
+@scheduler_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(method: str | None, model: str | None, checkpoint: str | None, data: tuple[str, ...],
              json_path: Path | None, device: str, window: int | None, tta: bool, tta_max_iters: int,
              tta_lr: float, tta_chunk: int, occlusion_range: tuple[float, float] | None, protocol: str,
-             k: int | None, bidirectional: bool, quiet: bool) -> None:
-    """Score a method with the paper's frame- and object-level full/occluded mIoU."""
+             k: int | None, bidirectional: bool, jobs: int, scheduler: str | None, quiet: bool) -> None:
+    """Score a method with the paper's frame- and object-level full/occluded mIoU.
+
+    --data takes local shards and fsspec URLs (s3://, gs://, https://, memory://), read by
+    byte ranges. --jobs N or --scheduler ADDRESS scores each shard as its own task and joins
+    the results in shard order: the same numbers as one process.
+    """
     from amodalkit.evaluation.evaluate import evaluate_method, format_table
+    from amodalkit.execution import scheduler_address
     from amodalkit.io.atomic import write_json
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.io.shards import expand_shard_paths
@@ -109,7 +118,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
     paths = expand_shard_paths(data)
     if json_path is not None:
         check_writable(json_path, "--json file")
-        refuse_overwrite({"--json": json_path}, [*paths, checkpoint])
+        refuse_overwrite({"--json": json_path}, [*(p for p in paths if isinstance(p, Path)), checkpoint])
     tta_config = None
     if tta:
         from amodalkit.models.savos.tta import TTAConfig
@@ -127,15 +136,16 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
         from amodalkit.datasets.fishbowl import occlusion_range_filter
 
         keep = occlusion_range_filter(*occlusion_range)
+    spread = {"jobs": jobs, "scheduler": scheduler_address(scheduler)}
     result = evaluate_method(m, paths, quiet=quiet, data=" ".join(data), object_filter=keep,
-                             protocol=protocol)
+                             protocol=protocol, **spread)
     if occlusion_range:
         result["occlusion_range"] = list(occlusion_range)
     click.echo(format_table(result))
     if tta:
         adapted = m.with_tta(tta_config)
         result["tta"] = evaluate_method(adapted, paths, quiet=quiet, data=" ".join(data), object_filter=keep,
-                                        protocol=protocol)
+                                        protocol=protocol, **spread)
         click.echo("with test-time adaptation:")
         click.echo(format_table(result["tta"]))
     if json_path is not None:

@@ -47,15 +47,15 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
-from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from amodalkit.datasets.fishbowl_official import OfficialSelection, make_selection
 from amodalkit.errors import AmodalkitError
+from amodalkit.execution import run_tasks
 from amodalkit.io.atomic import claim_output_dir, remove_stale_temps
 from amodalkit.io.images import check_size, imread
 from amodalkit.io.paths import resolve_inside
@@ -310,6 +310,13 @@ def write_fishbowl_shard(path: Path, samples: list[FishbowlSample], src: str,
     return write_shard(path, (read_sample(s, selection) for s in samples), provenance)
 
 
+def _write_task(src: str, task: tuple[Path, list[FishbowlSample], OfficialSelection]) -> dict:
+    """One shard of an import, as a unit of the execution layer."""
+    path, samples, selection = task
+    write_fishbowl_shard(path, samples, src, selection)
+    return {"path": str(path), "videos": len(samples)}
+
+
 def _complete(path: Path, names: list[str], settings: dict | None) -> bool:
     if not path.is_file():
         return False
@@ -324,8 +331,11 @@ def _complete(path: Path, names: list[str], settings: dict | None) -> bool:
 def import_fishbowl(src: str | Path, out: str | Path, split: str | None = None, videos_per_shard: int = 20,
                     limit: int | None = None, jobs: int = 1, quiet: bool = False,
                     official_filters: bool = False, subtest: str | Path | None = None,
-                    savos_pkl: str | Path | None = None) -> list[Path]:
+                    savos_pkl: str | Path | None = None, scheduler: str | None = None) -> list[Path]:
     """Write FISHBOWL samples of `src` as shards ``OUT/{split}-{index:05d}.h5``; skip complete ones.
+
+    One task per shard, on `jobs` local processes or the Dask cluster at `scheduler`
+    (:mod:`amodalkit.execution`); the shards are the same bytes either way.
 
     `official_filters`, `subtest` (test_subtest.csv) and `savos_pkl` (test_data.pkl) narrow the
     annotated object-frames to the SaVos test set (:mod:`amodalkit.datasets.fishbowl_official`).
@@ -357,10 +367,7 @@ def import_fishbowl(src: str | Path, out: str | Path, split: str | None = None, 
     claim_output_dir(out / f"{split}-{RECORD_FILE}", record,
                      f"folder holds a {split} import made with other settings; use a new --out "
                      "or another --split")
-    todo = [(p, g) for p, g in zip(paths, groups) if not _complete(p, [s.name for s in g], settings)]
-    work = (delayed(write_fishbowl_shard)(p, g, str(src), selection.for_videos([s.name for s in g]))
-            for p, g in todo)
-    for _ in tqdm(Parallel(n_jobs=jobs, return_as="generator_unordered")(work), total=len(todo),
-                  desc="shards", unit="shard", disable=quiet):
-        pass
+    todo = [(p, g, selection.for_videos([s.name for s in g])) for p, g in zip(paths, groups)
+            if not _complete(p, [s.name for s in g], settings)]
+    run_tasks(partial(_write_task, str(src)), todo, jobs, scheduler, quiet, unit="shard")
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import MetricAccumulator
 from amodalkit.evaluation.prefetch import PrefetchedVideos, open_readers, read_videos
 from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from amodalkit.execution import run_tasks
+from amodalkit.io.remote import ShardLocation, as_shard_location
+from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import Video
 from amodalkit.models.base import AmodalMethod
 
@@ -51,32 +55,19 @@ def predict_binaries(method: AmodalMethod, videos: Sequence[Video]) -> list[np.n
     return [(pred > 0.5) | video.visible_masks() for video, pred in zip(videos, preds, strict=True)]
 
 
-def unique_paths(paths: Sequence[Path]) -> list[Path]:
-    """`paths` in order without repeats of the same file (compared by resolved path)."""
-    seen: dict[Path, Path] = {}
+def unique_paths(paths: Sequence[ShardLocation]) -> list[ShardLocation]:
+    """`paths` in order without repeats of the same file (compared by resolved path or URL)."""
+    seen: dict[object, ShardLocation] = {}
     for p in paths:
-        seen.setdefault(Path(p).resolve(), Path(p))
+        p = as_shard_location(p)
+        seen.setdefault(p.resolve() if isinstance(p, Path) else p, p)
     return list(seen.values())
 
 
-def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = False,
-                    data: str | None = None,
-                    object_filter: Callable[[Video], np.ndarray] | None = None,
-                    prefetch: bool = True, protocol: Protocol | str = DEFAULT_PROTOCOL) -> dict:
-    """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
-
-    `object_filter(video)` -> (K, T) bool, when given, further restricts the scored
-    object-frames (e.g. FISHBOWL's occlusion-rate range). A shard given twice (the same file
-    by resolved path, e.g. through a glob and by name) is scored once. Every shard is
-    validated once, up front; with `prefetch` a background thread reads the next batch of
-    videos (plus :data:`READ_AHEAD`) while the method predicts the current one, so at most
-    about two batches are in memory. The scores are the same with and without it.
-    `protocol` (:mod:`amodalkit.evaluation.protocols`) decides the paste rule, the occluded
-    region and the dataset filters; the result names it and the flow the shards hold.
-    """
-    rules = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    paths = unique_paths(paths)
-    readers = open_readers(paths)
+def score_readers(method: AmodalMethod, readers: Sequence[ShardReader], rules: Protocol,
+                  object_filter: Callable[[Video], np.ndarray] | None = None, prefetch: bool = True,
+                  quiet: bool = True) -> tuple[MetricAccumulator, set[str]]:
+    """Scores of every video of `readers` in order, and the flow backends their videos hold."""
     total = sum(len(r) for r in readers)
     batch = max(1, method.videos_per_batch)
     acc = MetricAccumulator()
@@ -106,6 +97,49 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
                 score_pending()
     if pending:
         score_pending()
+    return acc, flows
+
+
+def score_shard_task(method: AmodalMethod, rules: Protocol,
+                     object_filter: Callable[[Video], np.ndarray] | None, path: str) -> dict:
+    """The map step of a distributed evaluation: one shard's accumulator and flow backends."""
+    acc, flows = score_readers(method, [ShardReader(as_shard_location(path))], rules, object_filter)
+    return {"shard": path, "accumulator": acc, "flows": sorted(flows)}
+
+
+def evaluate_method(method: AmodalMethod, paths: Sequence[ShardLocation], quiet: bool = False,
+                    data: str | None = None,
+                    object_filter: Callable[[Video], np.ndarray] | None = None,
+                    prefetch: bool = True, protocol: Protocol | str = DEFAULT_PROTOCOL,
+                    jobs: int = 1, scheduler: str | None = None) -> dict:
+    """Frame- and object-level full/occluded mIoU of `method` over every video of `paths`.
+
+    `object_filter(video)` -> (K, T) bool, when given, further restricts the scored
+    object-frames (e.g. FISHBOWL's occlusion-rate range). A shard given twice (the same file
+    by resolved path, e.g. through a glob and by name) is scored once. Every shard is
+    validated once, up front; with `prefetch` a background thread reads the next batch of
+    videos (plus :data:`READ_AHEAD`) while the method predicts the current one, so at most
+    about two batches are in memory. The scores are the same with and without it.
+    `protocol` (:mod:`amodalkit.evaluation.protocols`) decides the paste rule, the occluded
+    region and the dataset filters; the result names it and the flow the shards hold.
+    With `jobs` > 1 or a Dask `scheduler` each shard is scored as its own task (map) and
+    the per-shard accumulators are joined in shard order (reduce): the same numbers, bit
+    for bit, as one process.
+    """
+    rules = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    paths = unique_paths(paths)
+    readers = open_readers(paths)
+    if jobs < 1:
+        raise AmodalkitError(f"--jobs must be at least 1, got {jobs}")
+    if jobs == 1 and scheduler is None:
+        acc, flows = score_readers(method, readers, rules, object_filter, prefetch, quiet)
+    else:
+        parts = run_tasks(partial(score_shard_task, method, rules, object_filter), [str(p) for p in paths],
+                          jobs, scheduler, quiet, unit="shard", resources=method_resources(method))
+        acc, flows = MetricAccumulator(), set()
+        for part in parts:
+            acc.merge(part["accumulator"])
+            flows.update(part["flows"])
     result = acc.result()
     if result["n_object_frames"] == 0:
         raise AmodalkitError("the shards hold no amodal ground truth to score against",
@@ -115,6 +149,12 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[Path], quiet: bool = F
             "shards": [str(p) for p in paths], "protocol": rules.name, "flow": ", ".join(sorted(flows)),
             "flow_settings": [json.loads(f) for f in sorted(settings)],
             **result}
+
+
+def method_resources(method: AmodalMethod) -> dict[str, float] | None:
+    """Dask worker resources a task of `method` needs: one GPU when it runs on CUDA, else none."""
+    device = str(getattr(method, "device", "cpu"))
+    return {"GPU": 1} if device.startswith("cuda") else None
 
 
 def format_table(result: dict) -> str:

@@ -62,43 +62,57 @@ def _frame_mean(values: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
 
 @dataclass
 class MetricAccumulator:
-    """Collects per-video scores and reduces them to frame- and object-level mIoU."""
+    """Collects per-video scores and reduces them to frame- and object-level mIoU.
 
-    frame_full_sum: float = 0.0
-    frame_full_n: int = 0
-    frame_occ_sum: float = 0.0
-    frame_occ_n: int = 0
+    Each video's frame sums are kept apart and summed only in :meth:`result`, so accumulators
+    of consecutive video ranges (one per shard, computed anywhere) joined with :meth:`merge`
+    in order give exactly the numbers of one accumulator over all the videos.
+    """
+
+    frame_full: list[tuple[float, int]] = field(default_factory=list)
+    frame_occ: list[tuple[float, int]] = field(default_factory=list)
     object_full: list[np.ndarray] = field(default_factory=list)
     object_occ: list[np.ndarray] = field(default_factory=list)
     n_videos: int = 0
 
     def add(self, s: ObjectFrameScores) -> None:
         """Add one video's scores."""
-        total, n = _frame_mean(s.full, s.scored)
-        self.frame_full_sum += total
-        self.frame_full_n += n
-        total, n = _frame_mean(s.occluded, s.has_occluded)
-        self.frame_occ_sum += total
-        self.frame_occ_n += n
+        self.frame_full.append(_frame_mean(s.full, s.scored))
+        self.frame_occ.append(_frame_mean(s.occluded, s.has_occluded))
         self.object_full.append(s.full[s.scored])
         self.object_occ.append(s.occluded[s.has_occluded])
         self.n_videos += 1
+
+    def merge(self, later: MetricAccumulator) -> MetricAccumulator:
+        """Append the videos of `later` (the ones after these) to this accumulator; returns it."""
+        self.frame_full += later.frame_full
+        self.frame_occ += later.frame_occ
+        self.object_full += later.object_full
+        self.object_occ += later.object_occ
+        self.n_videos += later.n_videos
+        return self
 
     def result(self) -> dict:
         """The metric dictionary (NaN where nothing was scored)."""
         full = np.concatenate(self.object_full) if self.object_full else np.zeros(0)
         occ = np.concatenate(self.object_occ) if self.object_occ else np.zeros(0)
 
-        def mean(total: float, n: int) -> float:
-            return total / n if n else float("nan")
+        def mean(parts: list[tuple[float, int]]) -> tuple[float, int]:
+            total = 0.0
+            n = 0
+            for value, count in parts:  # in video order, as a running sum over the videos would add
+                total += value
+                n += count
+            return (total / n if n else float("nan")), n
 
+        frame_full, n_frames = mean(self.frame_full)
         return {
-            "frame_miou_full": mean(self.frame_full_sum, self.frame_full_n),
-            "frame_miou_occluded": mean(self.frame_occ_sum, self.frame_occ_n),
+            "frame_miou_full": frame_full,
+            "frame_miou_occluded": mean(self.frame_occ)[0],
             "object_miou_full": float(full.mean()) if full.size else float("nan"),
             "object_miou_occluded": float(occ.mean()) if occ.size else float("nan"),
             "n_videos": self.n_videos,
-            "n_frames": self.frame_full_n,
+            "n_frames": n_frames,
             "n_object_frames": int(full.size),
             "n_occluded_object_frames": int(occ.size),
         }

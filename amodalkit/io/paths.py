@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -106,8 +107,15 @@ def refuse_overwrite(outputs: Mapping[str, PathLike | None] | Iterable[tuple[str
                     raise AmodalkitError(f"{label} holds an input file ({inp}); choose another {label}", out)
 
 
+#: a URL given as an output, also after ``Path`` collapsed its ``//`` (``s3://b/x`` -> ``s3:/b/x``)
+OUTPUT_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 def check_writable(path: PathLike, what: str = "output", folder: bool = False) -> None:
     """Fail now, before any work, when the output file (or `folder`) at `path` could not be written."""
+    if OUTPUT_URL.match(str(path)):
+        raise AmodalkitError(f"{what} must be a local path: inputs may be URLs, outputs are written "
+                             "locally (copy them to the store afterwards)", str(path))
     p = Path(path)
     if folder:
         if p.exists() and not p.is_dir():

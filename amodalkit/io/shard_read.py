@@ -6,12 +6,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import h5py
 import numpy as np
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size
+from amodalkit.io.remote import RemoteShard, as_shard_location
 from amodalkit.io.shards import (
     ALL_FIELDS,
     FLOW_FIELDS,
@@ -99,9 +101,10 @@ class ShardReader:
     never shared across ``fork``.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RemoteShard) -> None:
+        self.path = as_shard_location(path)
         self._file: h5py.File | None = None
+        self._remote: IO[bytes] | None = None
         self._pid: int | None = None
         try:
             self._open_and_validate()
@@ -130,7 +133,11 @@ class ShardReader:
             if not self.path.exists():
                 raise AmodalkitError("shard file does not exist", self.path)
             try:
-                self._file = h5py.File(self.path, "r")
+                if isinstance(self.path, RemoteShard):
+                    self._remote = self.path.open()
+                    self._file = h5py.File(self._remote, "r")
+                else:
+                    self._file = h5py.File(self.path, "r")
             except OSError as exc:
                 raise AmodalkitError(f"not a readable HDF5 shard (truncated or corrupt: {exc})",
                                      self.path) from exc
@@ -205,13 +212,18 @@ class ShardReader:
 
     def close(self) -> None:
         """Close the h5py handle (it re-opens on the next read)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
+        if self._pid == os.getpid():
+            if self._file is not None:
+                self._file.close()
+            if self._remote is not None:
+                self._remote.close()
         self._file = None
+        self._remote = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_file"] = None
+        state["_remote"] = None
         state["_pid"] = None
         return state
 

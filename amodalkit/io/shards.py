@@ -50,6 +50,7 @@ import numpy as np
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import is_hidden_or_temp
+from amodalkit.io.remote import RemoteShard, ShardLocation, expand_url, is_url
 
 SCHEMA_NAME = "amodalkit-shard"
 
@@ -195,18 +196,21 @@ def validate_video(v: Video, where: str | Path | None = None) -> None:
             raise AmodalkitError(f"{label}: {name} holds NaN or infinite values", where)
 
 
-def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Expand globs / paths to a sorted list of shard files, each once; error when nothing matches.
+def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[ShardLocation]:
+    """Expand globs, paths and fsspec URLs to a sorted list of shard files, each once; none is an error.
 
     Globs and folders never yield dotfiles, so temporary files of a running or killed run
-    (``.NAME.tmp-PID.h5``) and locks are skipped.
+    (``.NAME.tmp-PID.h5``) and locks are skipped. A ``scheme://`` pattern is expanded by
+    fsspec into :class:`~amodalkit.io.remote.RemoteShard` locations.
     """
     if isinstance(patterns, (str, Path)):
         patterns = [patterns]
-    paths: list[Path] = []
+    paths: list[ShardLocation] = []
     for pat in patterns:
         pat = str(pat)
-        if glob.has_magic(pat):
+        if is_url(pat):
+            paths.extend(expand_url(pat))
+        elif glob.has_magic(pat):
             found = sorted(p for p in glob.glob(pat) if not is_hidden_or_temp(p))
             if not found:
                 raise AmodalkitError("no shard matches this pattern", pat)
@@ -225,7 +229,8 @@ def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Path
     seen: set[str] = set()
     unique = []
     for p in paths:
-        if os.path.realpath(p) not in seen:
-            seen.add(os.path.realpath(p))
+        key = str(p) if isinstance(p, RemoteShard) else os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
             unique.append(p)
     return unique

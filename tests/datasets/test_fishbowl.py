@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_fixtures import FB_H, FB_T, FB_W, FishbowlRelease, fish_frames, fish_masks
+from shard_digests import content_digests, file_digests
 
 from amodalkit.cli.app import main
 from amodalkit.datasets.fishbowl import find_samples, import_fishbowl, occlusion_range_filter, read_sample
@@ -141,3 +142,14 @@ def test_limit_must_be_positive(tmp_path: Path, fishbowl_release: FishbowlReleas
                        str(tmp_path / "out"), "--limit", limit)
     assert_one_line_error(code, err, "--limit must be at least 1")
     assert not (tmp_path / "out").exists()
+
+
+def test_import_on_dask_and_local_processes_matches_one_process(fishbowl_release: FishbowlRelease,
+                                                                 cluster: str, tmp_path: Path) -> None:
+    outs = {name: tmp_path / name for name in ("one", "jobs", "dask")}
+    args = [str(fishbowl_release.final), "--split", "test", "--videos-per-shard", "1", "--quiet"]
+    assert main(["import-fishbowl", *args, "--out", str(outs["one"])]) == 0
+    assert main(["import-fishbowl", *args, "--out", str(outs["jobs"]), "--jobs", "2"]) == 0
+    assert main(["import-fishbowl", *args, "--out", str(outs["dask"]), "--scheduler", cluster]) == 0
+    assert file_digests(outs["one"]) == file_digests(outs["jobs"]) and len(file_digests(outs["one"])) == 2
+    assert content_digests(outs["one"]) == content_digests(outs["dask"])
