@@ -6,7 +6,7 @@ and backward over object pixels (visible pixels of any object in the flow's sour
 over the background, and the share of object pixels within 0.5 px, with the seconds per video.
 
     python benchmarks/bench_flow_accuracy.py 'DIR/test-*.h5' [--videos 100]
-        [--backends zero,dis:ultrafast,dis:fast,dis,rigid,rigid:zero]
+        [--backends zero,dis:ultrafast,dis:fast,dis,rigid,rigid:zero,rigid:layers]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="+")
     parser.add_argument("--videos", type=int, default=100)
-    parser.add_argument("--backends", default="zero,dis:ultrafast,dis:fast,dis,rigid,rigid:zero")
+    parser.add_argument("--backends", default="zero,dis:ultrafast,dis:fast,dis,rigid,rigid:zero,rigid:layers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -84,12 +84,13 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
          frames_glob: str | None, out_dir: Path | None, fmt: str, jobs: int, scheduler: str | None,
          inspect_files: tuple[str, ...], quiet: bool) -> None:
     """Fill forward + backward optical flow of every video in SHARDS (atomic rewrite), or write flow files."""
-    from amodalkit.execution import run_tasks, scheduler_address
+    from amodalkit.execution import run_on_devices, run_tasks, scheduler_address, worker_devices
     from amodalkit.io.paths import check_writable
     from amodalkit.io.shards import expand_shard_paths
     from amodalkit.preprocess.flow.backends import get_flow_backend, require_frames_only
     from amodalkit.preprocess.flow.stage import (
         describe_flow_file,
+        fill_shard_on,
         fill_shard_task,
         fill_shards_flow,
         shard_has_flow,
@@ -126,7 +127,13 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
     else:
         todo = [p for p in shard_paths if not shard_has_flow(p, estimator)]
         tasks = [(p, backend, checkpoint, device, batch_size) for p in todo]
-        done = run_tasks(fill_shard_task, tasks, jobs, scheduler, quiet, unit="shard")
+        on_gpu = str(getattr(estimator, "device", "cpu")).startswith("cuda")
+        devices = worker_devices(device, jobs) if on_gpu and scheduler is None else []
+        if len(set(devices)) > 1 and len(tasks) > 1:  # one worker per visible GPU, each on its own
+            done = run_on_devices(fill_shard_on, tasks, devices[:len(tasks)], quiet, unit="shard")
+        else:
+            done = run_tasks(fill_shard_task, tasks, jobs, scheduler, quiet, unit="shard",
+                             resources={"GPU": 1} if on_gpu else None)
     skipped = f" ({len(shard_paths) - len(done)} already had it)" if len(done) < len(shard_paths) else ""
     click.echo(f"{estimator.name} flow in {len(done)} shards{skipped}")
 

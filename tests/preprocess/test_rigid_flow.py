@@ -16,6 +16,7 @@ from amodalkit.evaluation.evaluate import evaluate_method
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.registry import build_method
 from amodalkit.preprocess.flow.backends import end_point_error, get_flow_backend, require_frames_only
+from amodalkit.preprocess.flow.patches import patch_flow
 from amodalkit.preprocess.flow.rigid import fit_translations
 from amodalkit.preprocess.flow.stage import fill_shard_flow, shard_has_flow
 from tests.cli_helpers import assert_one_line_error, run
@@ -93,3 +94,43 @@ def test_rigid_needs_visible_masks_and_another_background(tmp_path: Path, capsys
     code, _, err = run(capsys, "flow", "--frames", str(frames / "*.png"), "--backend", "rigid",
                        "--out", str(tmp_path / "f"))
     assert_one_line_error(code, err, "runs on shards")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(-3, 3), st.integers(-3, 3), st.integers(0, 2**32 - 1))
+def test_an_untracked_patch_is_fitted_as_its_own_layer(dx: int, dy: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = 40, 48
+    frames = np.zeros((2, h, w, 3), np.uint8)
+    frames[:] = rng.integers(0, 100, 3)
+    colour = rng.integers(150, 256, 3)
+    y, x = rng.integers(8, 24, 2)
+    frames[0, y:y + 6, x:x + 8] = colour
+    frames[1, y + dy:y + dy + 6, x + dx:x + dx + 8] = colour
+    ids = np.zeros((2, h, w), np.uint16)
+    forward, backward = patch_flow(frames[0], ids[0], frames[1], ids[1], np.zeros((0, 2))), \
+        patch_flow(frames[1], ids[1], frames[0], ids[0], np.zeros((0, 2)))
+    square = np.zeros((h, w), bool)
+    square[y:y + 6, x:x + 8] = True
+    assert (forward[square] == (dx, dy)).all() and not forward[~square].any()
+    assert (backward[np.roll(square, (dy, dx), axis=(0, 1))] == (-dx, -dy)).all()
+
+
+def test_rigid_layers_moves_the_texture_no_track_claims(cg_savos: Path) -> None:
+    layers, zero = get_flow_backend("rigid:layers"), get_flow_backend("rigid:zero")
+    assert layers.name == "rigid:layers" and "patches" in layers.provenance["background"]
+    moving = right = right_zero = 0
+    with ShardReader(cg_savos / "test-00000.h5") as r:
+        for i in range(len(r)):
+            video = r.read_video(i)
+            fwd, bwd = layers.compute_both_visible(video.frames, video.visible_ids, video.num_objects)
+            fwd0, _ = zero.compute_both_visible(video.frames, video.visible_ids, video.num_objects)
+            objects = video.visible_ids[:-1] > 0
+            assert end_point_error(fwd, video.flow, objects) == 0.0
+            assert end_point_error(bwd, video.flow_backward, video.visible_ids[1:] > 0) == 0.0
+            exact = video.flow.astype(np.float32)
+            patch = ~objects & (np.abs(exact).max(axis=-1) > 0)  # background pixels that move: the texture
+            moving += int(patch.sum())
+            right += int((patch & (fwd == exact).all(axis=-1)).sum())
+            right_zero += int((patch & (fwd0 == exact).all(axis=-1)).sum())
+    assert moving > 0 and right_zero == 0 and right >= 0.8 * moving

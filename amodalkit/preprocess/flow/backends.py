@@ -8,7 +8,8 @@ Backends (``get_flow_backend(name, checkpoint, device)``):
 * ``flownet2``: FlowNet2 in plain PyTorch (:mod:`amodalkit.preprocess.flow.flownet2`), from the
   official ``FlowNet2_checkpoint.pth.tar`` the user brings (``checkpoint``).
 * ``rigid[:BASE]``: one integer translation per object fitted to its visible masks, with
-  ``BASE`` (default ``dis:fast``; ``zero`` for none) for the background
+  ``BASE`` (default ``dis:fast``; ``zero`` for none; ``layers``: none, untracked patches fitted)
+  for the background
   (:mod:`amodalkit.preprocess.flow.rigid`); needs a shard's visible id map.
 * ``ptlflow:NAME``: any model of the optional ``ptlflow`` package (``pip install ptlflow``),
   with ``checkpoint`` a ptlflow checkpoint name (e.g. ``things``) or file.
@@ -168,7 +169,9 @@ def _make_rigid(variant: str, checkpoint: str | Path | None, device: str, option
     base = variant or DEFAULT_BACKGROUND
     if base.partition(":")[0] == "rigid":
         raise AmodalkitError(f"rigid flow needs another backend for the background, got {base!r}")
-    return RigidObjectBackend(None if base == "zero" else get_flow_backend(base, checkpoint, device, option))
+    if base in ("zero", "layers"):
+        return RigidObjectBackend(None, patches=base == "layers")
+    return RigidObjectBackend(get_flow_backend(base, checkpoint, device, option))
 
 
 BACKENDS: dict[str, Callable[[str, str | Path | None, str, str], FlowBackend]] = {

@@ -4,7 +4,10 @@
 pipeline already holds (ground-truth visible masks or tracks): for every object and frame pair
 (t, t+1) it picks the integer translation ``d`` that best explains how the object's visible
 mask moved, and paints ``d`` on the object's visible pixels; the background takes the flow of
-``BASE`` (any other backend name, default ``dis:fast``), or zero with ``rigid:zero``.
+``BASE`` (any other backend name, default ``dis:fast``), or zero with ``rigid:zero`` (a still
+camera). ``rigid:layers`` is ``rigid:zero`` whose background patches of another colour than
+the background's (texture no track claims) are fitted as rigid layers of their own
+(:mod:`amodalkit.preprocess.flow.patches`).
 
 The fit uses only what a rigid object under occlusion must satisfy: the visible pixels of
 frame t, moved by ``d``, land on pixels of frame t+1 that are the object or something in front
@@ -23,6 +26,7 @@ import numpy as np
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.preprocess.flow.base import FlowBackend, Progress
+from amodalkit.preprocess.flow.patches import video_patch_flows
 
 DEFAULT_BACKGROUND = "dis:fast"
 DEFAULT_RADIUS = 4
@@ -110,16 +114,22 @@ class RigidObjectBackend(FlowBackend):
 
     uses_visible = True
 
-    def __init__(self, background: FlowBackend | None, radius: int = DEFAULT_RADIUS) -> None:
+    def __init__(self, background: FlowBackend | None, radius: int = DEFAULT_RADIUS,
+                 patches: bool = False) -> None:
         if radius < 0:
             raise AmodalkitError("the rigid flow search radius must not be negative")
+        if patches and background is not None:
+            raise AmodalkitError("background patches are fitted on a still background only (rigid:layers)")
         self.background = background
         self.radius = radius
-        base = background.name if background is not None else "zero"
+        self.patches = patches
+        base = background.name if background is not None else "layers" if patches else "zero"
         self.name = "rigid" if base == DEFAULT_BACKGROUND else f"rigid:{base}"
+        described: dict | str = background.provenance if background is not None else "zero"
+        if patches:
+            described = "zero; patches of another colour fitted as integer translations"
         self.provenance = {"backend": self.name, "objects": "integer translation fitted to visible masks",
-                           "search_radius": radius,
-                           "background": background.provenance if background is not None else "zero"}
+                           "search_radius": radius, "background": described}
 
     def _pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         raise AmodalkitError(f"the {self.name} flow backend fits each object's motion to its visible "
@@ -141,4 +151,6 @@ class RigidObjectBackend(FlowBackend):
                 progress(2 * max(t - 1, 0))
         prior = object_medians(fwd_bg, ids, num_objects)
         shifts = fit_translations(ids, prior, self.radius)
+        if self.patches and t > 1:
+            fwd_bg, bwd_bg = video_patch_flows(frames, ids, shifts, self.radius)
         return paint_flow(fwd_bg, ids[:-1], shifts), paint_flow(bwd_bg, ids[1:], -shifts)

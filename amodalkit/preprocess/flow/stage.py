@@ -93,6 +93,12 @@ def fill_shard_task(task: tuple[Path, str, str | None, str, int]) -> str:
     return str(path)
 
 
+def fill_shard_on(task: tuple[Path, str, str | None, str, int], device: str) -> str:
+    """:func:`fill_shard_task` on `device`, for one worker per GPU (execution.run_on_devices)."""
+    path, name, checkpoint, _, batch_size = task
+    return fill_shard_task((path, name, checkpoint, device, batch_size))
+
+
 def list_frames(pattern: str) -> list[Path]:
     """Frames matching a glob, in natural order (``frame2`` before ``frame10``); at least two."""
     found = sorted(glob.glob(pattern), key=natural_key)
