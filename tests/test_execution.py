@@ -110,6 +110,10 @@ def test_evaluate_reads_shards_at_fsspec_urls(cg_savos: Path, tmp_path: Path,
         a, b = json.loads(local.read_text()), json.loads(remote.read_text())
         assert _metrics(a) == _metrics(b) and b["shards"] == ["memory:///cg/test-00000.h5",
                                                               "memory:///cg/test-00001.h5"]
+        code, out, _ = run(capsys, "info", "memory://cg/test-00000.h5")
+        assert code == 0 and "memory:///cg/test-00000.h5" in out and "videos / frames       3 /" in out
+        code, _, err = run(capsys, "flow", "memory://cg/test-00000.h5", "--backend", "dis")
+        assert_one_line_error(code, err, "reads local shards only", "memory://cg/test-00000.h5")
         code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://cg/nothing-*.h5")
         assert_one_line_error(code, err, "no shard matches this URL", "memory://cg/nothing-*.h5")
         code, _, err = run(capsys, "evaluate", "--model", "convex", "--data", "memory://cg",

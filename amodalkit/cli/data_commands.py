@@ -19,7 +19,7 @@ def info(shards: tuple[str, ...], json_out: bool) -> None:
     from amodalkit.evaluation.shard_stats import format_summary, summarize_shard
     from amodalkit.io.shards import expand_shard_paths
 
-    summaries = [summarize_shard(p) for p in expand_shard_paths(shards)]
+    summaries = [summarize_shard(p) for p in expand_shard_paths(shards, remote=True)]
     if json_out:
         click.echo(json.dumps(summaries, indent=2))
     else:

@@ -115,7 +115,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
     model = _one_model(model, method)
     if model is None:
         raise AmodalkitError("give --model NAME (e.g. convex, or savos --checkpoint FILE, or zoo:NAME)")
-    paths = expand_shard_paths(data)
+    paths = expand_shard_paths(data, remote=True)
     if json_path is not None:
         check_writable(json_path, "--json file")
         refuse_overwrite({"--json": json_path}, [*(p for p in paths if isinstance(p, Path)), checkpoint])

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from amodalkit.io.remote import RemoteShard, as_shard_location
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.ops.masks import never_visible_pixels, occlusion_rates
 
 
-def summarize_shard(path: str | Path) -> dict:
-    """Counts, sizes, occlusion and visibility statistics of one (validated) shard."""
-    path = Path(path)
+def summarize_shard(path: str | Path | RemoteShard) -> dict:
+    """Counts, sizes, occlusion and visibility statistics of one (validated) shard, local or at a URL."""
+    path = as_shard_location(path)
     with ShardReader(path) as r:
         frames = objects = 0
         rates: list[np.ndarray] = []
@@ -47,7 +48,7 @@ def summarize_shard(path: str | Path) -> dict:
             "frames": frames,
             "objects": objects,
             "frame_sizes": sorted(f"{h}x{w}" for h, w in sizes),
-            "bytes": path.stat().st_size,
+            "bytes": path.size() if isinstance(path, RemoteShard) else path.stat().st_size,
             "annotated_object_frames": int(all_rates.size),
             "mean_occlusion_rate": float(all_rates.mean()) if all_rates.size else float("nan"),
             "never_visible_fraction": never / total if total else float("nan"),

@@ -69,6 +69,11 @@ class RemoteShard:
         except OSError:
             return False
 
+    def size(self) -> int:
+        """The file's size in bytes, as the store reports it."""
+        fs, path = _filesystem(self.url)
+        return int(fs.size(path))
+
     def open(self) -> IO[bytes]:
         """A seekable binary file object reading the shard by byte ranges."""
         fs, path = _filesystem(self.url)

@@ -196,12 +196,14 @@ def validate_video(v: Video, where: str | Path | None = None) -> None:
             raise AmodalkitError(f"{label}: {name} holds NaN or infinite values", where)
 
 
-def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[ShardLocation]:
+def expand_shard_paths(patterns: str | Path | Iterable[str | Path],
+                       remote: bool = False) -> list[ShardLocation]:
     """Expand globs, paths and fsspec URLs to a sorted list of shard files, each once; none is an error.
 
     Globs and folders never yield dotfiles, so temporary files of a running or killed run
-    (``.NAME.tmp-PID.h5``) and locks are skipped. A ``scheme://`` pattern is expanded by
-    fsspec into :class:`~amodalkit.io.remote.RemoteShard` locations.
+    (``.NAME.tmp-PID.h5``) and locks are skipped. With `remote`, a ``scheme://`` pattern is
+    expanded by fsspec into :class:`~amodalkit.io.remote.RemoteShard` locations; without it
+    (a caller that writes beside its inputs or needs local files) a URL is refused.
     """
     if isinstance(patterns, (str, Path)):
         patterns = [patterns]
@@ -209,6 +211,9 @@ def expand_shard_paths(patterns: str | Path | Iterable[str | Path]) -> list[Shar
     for pat in patterns:
         pat = str(pat)
         if is_url(pat):
+            if not remote:
+                raise AmodalkitError("this command reads local shards only (evaluate and info read URLs); "
+                                     "copy the shards here first", pat)
             paths.extend(expand_url(pat))
         elif glob.has_magic(pat):
             found = sorted(p for p in glob.glob(pat) if not is_hidden_or_temp(p))
