@@ -143,8 +143,13 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
 @click.option("--masks", help="Per-frame instance masks to link (same formats, ids need not persist).")
 @click.option("--frames", "frames_glob", required=True,
               help="Frame images: a quoted glob 'DIR/*.png' or a folder.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Shard to write.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Shard to write (with --sequences: the folder of NAME.h5 shards).")
+@click.option("--sequences", is_flag=True,
+              help="Many sequences: --mots is a folder of NAME.txt, --frames a folder of NAME/ frame folders "
+                   "(the KITTI-MOTS / PointTrack layout); one shard per sequence, skipping finished ones.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="--sequences: parallel processes.")
+@scheduler_option
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "mots", "pointtrack", "png"]), help="Format of --mots / --masks.")
 @click.option("--class", "classes", multiple=True,
@@ -166,17 +171,27 @@ def flow(shards: tuple[str, ...], backend: str, checkpoint: str | None, device: 
               help="Builtin tracker: frames a track may miss.")
 @click.option("--name", help="Video name in the shard (default: the frames' folder name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt: str,
-           classes: tuple[str, ...], segment: str | None, seg_checkpoint: str | None,
-           track_checkpoint: str | None, tracker: str | None, flow_backend: str | None,
-           flow_checkpoint: str | None, device: str, iou_threshold: float, max_gap: int, name: str | None,
-           quiet: bool) -> None:
+def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, sequences: bool, jobs: int,
+           scheduler: str | None, fmt: str, classes: tuple[str, ...], segment: str | None,
+           seg_checkpoint: str | None, track_checkpoint: str | None, tracker: str | None,
+           flow_backend: str | None, flow_checkpoint: str | None, device: str, iou_threshold: float,
+           max_gap: int, name: str | None, quiet: bool) -> None:
     """Turn frames plus tracks (KITTI-MOTS, PointTrack, instance PNGs) or linked masks into a shard."""
     import glob
 
     from amodalkit.io.paths import check_writable, refuse_overwrite
     from amodalkit.preprocess.tracks.build import build_tracks_shard, list_frame_files
 
+    if sequences:
+        from amodalkit.preprocess.tracks.batch import SequenceOptions
+
+        if masks or segment or name:
+            raise AmodalkitError("--sequences takes --mots TRACKS_DIR and --frames FRAMES_DIR "
+                                 "(not --masks, --segment or --name)")
+        options = SequenceOptions(fmt, classes or None, tracker, flow_backend, flow_checkpoint, device,
+                                  iou_threshold, max_gap)
+        _tracks_of_sequences(mots, frames_glob, out, options, jobs, scheduler, quiet)
+        return
     check_writable(out, "--out shard")
     sources = [str(Path(glob.escape(s)) / "*.png") if Path(s).is_dir() else s for s in (mots, masks) if s]
     weights = [flow_checkpoint, seg_checkpoint, track_checkpoint]
@@ -187,6 +202,30 @@ def tracks(mots: str | None, masks: str | None, frames_glob: str, out: Path, fmt
                                device=device, segment=segment, seg_checkpoint=seg_checkpoint,
                                track_checkpoint=track_checkpoint)
     click.echo(f"wrote {out}: video {video.name!r}, {video.num_frames} frames, {video.num_objects} tracks")
+
+
+def _tracks_of_sequences(mots: str | None, frames: str, out: Path, options: object, jobs: int,
+                         scheduler: str | None, quiet: bool) -> None:
+    """``tracks --sequences``: one shard per sequence of a track folder, on the execution layer."""
+    from functools import partial
+
+    from amodalkit.execution import run_tasks, scheduler_address
+    from amodalkit.io.paths import refuse_overwrite
+    from amodalkit.preprocess.tracks.batch import build_sequence, find_sequences, sequence_done
+
+    if mots is None:
+        raise AmodalkitError("--sequences needs --mots TRACKS_DIR (NAME.txt files)")
+    if jobs < 1:
+        raise AmodalkitError("--jobs must be at least 1")
+    refuse_overwrite({"--out": out}, [mots, frames], output_folders=True)
+    _hold(out)
+    found = find_sequences(Path(mots), Path(frames), out)
+    todo = [s for s in found if not sequence_done(s)]
+    built = run_tasks(partial(build_sequence, options), todo, jobs, scheduler_address(scheduler), quiet,
+                      unit="sequence")
+    skipped = f" ({len(found) - len(todo)} already built)" if len(todo) < len(found) else ""
+    click.echo(f"{len(built)} sequences written to {out}{skipped}: "
+               f"{sum(b['tracks'] for b in built)} tracks in {sum(b['frames'] for b in built)} frames")
 
 
 @cli.command("build-kins-video")
