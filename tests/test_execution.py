@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run
-from shard_digests import content_digests, file_digests, shard_files
+from shard_digests import file_digests, shard_files
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
@@ -44,15 +44,15 @@ def test_generator_and_flow_on_dask_match_one_process(cluster: str, tmp_path: Pa
     code, _, err = run(capsys, "gen-chewing-gum", str(many), *GEN, "--scheduler", cluster)
     assert code == 0, err
     assert run(capsys, "gen-chewing-gum", str(jobs), *GEN, "--jobs", "2")[0] == 0
-    assert content_digests(one) == content_digests(many) and len(content_digests(one)) == 3
+    assert file_digests(one) == file_digests(many) and len(file_digests(one)) == 3
     assert file_digests(one) == file_digests(jobs)
     assert run(capsys, "flow", str(one / "test-*.h5"), "--backend", "dis", "--quiet")[0] == 0
     code, out, err = run(capsys, "flow", str(many / "test-*.h5"), "--backend", "dis", "--scheduler", cluster,
                          "--quiet")
     assert code == 0 and "3 shards" in out, err
     assert run(capsys, "flow", str(jobs / "test-*.h5"), "--backend", "dis", "--jobs", "2", "--quiet")[0] == 0
-    for a, b, c in zip(_flows(one), _flows(many), _flows(jobs), strict=True):
-        assert np.abs(a - b).mean() < 0.05 and np.abs(a - c).mean() < 0.05
+    assert file_digests(one) == file_digests(many) == file_digests(jobs)
+    assert len(_flows(one)) == 12
 
 
 def test_scheduler_from_the_environment_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -156,4 +156,4 @@ def test_a_killed_worker_s_shards_are_recomputed(tmp_path: Path, capsys: pytest.
         killer.join()
     assert code == 0, err
     assert killed and killed[0] < 12  # the worker died with shards still to write
-    assert content_digests(many) == content_digests(one) and len(content_digests(one)) == 12
+    assert file_digests(many) == file_digests(one) and len(file_digests(one)) == 12

@@ -68,7 +68,7 @@ def write_shard(path: str | Path, videos: Iterable[Video], provenance: dict | No
     """Validate and write `videos` to `path` atomically (temp file + rename); return the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+        with h5py.File(tmp, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
             f.attrs["schema"] = SCHEMA_NAME
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
