@@ -159,7 +159,7 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
                    "deocclusion (self-supervised) or unet (amodal labels).")
 @click.option("--data", "data", required=True, multiple=True, help="Training shards: file, folder or glob.")
 @click.option("--val", "val", multiple=True,
-              help="Validation shards (checkpoint selection; labels read only by --model unet).")
+              help="Validation shards (selection; labels read by unet and --select-by val_amodal_iou).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder.")
 @click.option("--epochs", default=20, show_default=True, type=int)
@@ -167,7 +167,10 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="Object clips per step (per process).")
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--lr-schedule", default="constant", show_default=True,
-              type=click.Choice(["constant", "cosine"]), help="cosine: --lr decays towards 0 over --epochs.")
+              type=click.Choice(["constant", "cosine", "step"]),
+              help="cosine: --lr decays towards 0 over --epochs; step: x --lr-gamma every --lr-step-epochs.")
+@click.option("--lr-step-epochs", default=20, show_default=True, type=int, help="Epochs per lr step.")
+@click.option("--lr-gamma", default=0.5, show_default=True, type=float, help="Factor per lr step.")
 @click.option("--schedule-epochs", default=0, show_default=True, type=int,
               help="Length of the cosine schedule when it differs from --epochs (0 = --epochs).")
 @click.option("--ema", default=0.0, show_default=True, type=float,
@@ -185,9 +188,17 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="torch.use_deterministic_algorithms(True): refuse nondeterministic GPU kernels.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last committed epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "small", "cpu"]),
-              help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops; "
-                   "cpu: small on whole videos with --mask-feedback --skips (the zoo model).")
+@click.option("--preset", default="paper", show_default=True,
+              type=click.Choice(["paper", "small", "cpu", "official"]),
+              help="paper: §E.1 network on 64x128 crops; small: CPU-sized, 32x32 tracking crops; cpu: small "
+                   "on whole videos with --mask-feedback --skips (the zoo model); official: the released "
+                   "FISHBOWL scripts, loop settings too unless given (selects on ground truth; see docs).")
+@click.option("--select-by", default="loss", show_default=True,
+              type=click.Choice(["loss", "val_amodal_iou", "val_visible_iou"]),
+              help="Best checkpoint: lowest loss, or highest --val IoU against the amodal GROUND TRUTH "
+                   "(val_amodal_iou) or the visible masks (val_visible_iou).")
+@click.option("--clips-per-object", default=0, show_default=True, type=int,
+              help="Random clips of each object per epoch (0 = all; 1, --clip-stride 1: a random window).")
 @click.option("--crop", default=None, help="Crop size HxW: (4*2^n)x(8*2^n) or square, e.g. 32x64, 32x32.")
 @click.option("--channels", default=None, help="Encoder channels, comma-separated (log2(H/4)+2 values).")
 @click.option("--width", type=float, default=None, help="Multiplier on every channel count.")
@@ -208,7 +219,8 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="Feed the completor its own warped previous completion beside V_t (not in the paper).")
 @click.option("--skips", is_flag=True,
               help="Skip connections from the mask encoder to the completor's decoder (not in the paper).")
-@click.option("--warp", default=None, type=click.Choice(["splat", "sample"]), help="Forward warp kind.")
+@click.option("--warp", default=None, type=click.Choice(["splat", "sample", "official"]), help="Warp kind.")
+@click.option("--lambda-photometric", type=float, default=None, help="Weight of the photometric L1 term.")
 @click.option("--no-consistency", is_flag=True, help="Ablation: no consistency loss.")
 @click.option("--no-bidirectional", is_flag=True, help="Ablation: forward direction only.")
 @click.option("--no-temporal", is_flag=True, help="Ablation: no LSTM temporal embedding.")
@@ -217,13 +229,15 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
 @click.option("--max-steps", default=0, show_default=True, type=int,
               help="Stop after this many optimizer steps in all (0 = no cap; the last epoch still saves).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
-          lr: float, lr_schedule: str, schedule_epochs: int, ema: float, seed: int, seeds: str | None,
-          device: str, workers: int, threads: int, precision: str, deterministic: bool, resume: bool,
-          quiet: bool, preset: str, clip_stride: int, max_steps: int, **model_options: object) -> None:
+          lr: float, lr_schedule: str, lr_step_epochs: int, lr_gamma: float, schedule_epochs: int, ema: float,
+          seed: int, seeds: str | None, device: str, workers: int, threads: int, precision: str,
+          deterministic: bool, resume: bool, quiet: bool, preset: str, select_by: str, clips_per_object: int,
+          clip_stride: int, max_steps: int, **model_options: object) -> None:
     """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
 
-    SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val);
-    unet is the supervised oracle and reads the amodal ground truth of --data and --val.
+    SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val,
+    unless --select-by val_amodal_iou, which --preset official sets, picks the checkpoint on
+    it); unet is the supervised oracle and reads the amodal ground truth of --data and --val.
     The per-frame models take --crop, --channels, --enlarge and --no-image; every model takes
     --ema, --max-steps, --precision and torchrun.
     """
@@ -242,17 +256,24 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     from amodalkit.engine.seeds import parse_seeds
 
     seed_list = parse_seeds(seeds, seed)
-    cfg = TrainConfig(data=list(data), val=list(val), out=str(out), epochs=epochs, batch_size=batch_size,
-                      lr=lr, lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, ema=ema, seed=seed,
-                      device=device, workers=workers, threads=threads, clip_stride=clip_stride,
-                      precision=precision, max_steps=max_steps, deterministic=deterministic, resume=resume,
-                      quiet=quiet)
+    loop = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule,
+            "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "select_by": select_by,
+            "clips_per_object": clips_per_object, "clip_stride": clip_stride}
+    loop |= _preset_loop_defaults(spec.config, preset)
+    cfg = TrainConfig(data=list(data), val=list(val), out=str(out), schedule_epochs=schedule_epochs, ema=ema,
+                      seed=seed, device=device, workers=workers, threads=threads, precision=precision,
+                      max_steps=max_steps, deterministic=deterministic, resume=resume, quiet=quiet, **loop)
     cfg.validate()
-    model_cfg = spec.build_config(preset=preset, clip_stride=clip_stride, **model_options)
+    model_cfg = spec.build_config(preset=preset, clip_stride=cfg.clip_stride, **model_options)
+    if cfg.select_by == "val_amodal_iou":
+        click.echo("note: --select-by val_amodal_iou (as the released SaVos scripts) picks the checkpoint "
+                   "by IoU against the amodal ground truth of --val: not self-supervised", err=True)
     if seed_list is None:
         summary = train_model(cfg, model, model_cfg)
-        click.echo(f"best epoch {summary['best_epoch']} ({summary['selected_on']} loss "
-                   f"{summary['best_loss']:.4f}); checkpoints in {out}")
+        truth = ", amodal ground truth" if summary["selection_uses_amodal_ground_truth"] else ""
+        chosen = (f"{summary['selected_on']} loss {summary['best_loss']:.4f}" if cfg.select_by == "loss"
+                  else f"{cfg.select_by} {summary['best_score']:.4f}{truth}")
+        click.echo(f"best epoch {summary['best_epoch']} ({chosen}); checkpoints in {out}")
         return
     from amodalkit.engine.seeds import train_seeds
 
@@ -260,6 +281,15 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
     spread = record["best_loss"]
     click.echo(f"{len(seed_list)} seeds: best {record['selected_on']} loss {spread['mean']:.4f} "
                f"± {spread['sd']:.4f} (sd); runs in {out}/seed-N, summary in {out}/seeds.json")
+
+
+def _preset_loop_defaults(config_class: type | None, preset: str) -> dict:
+    """Loop options a model preset sets (``SavosConfig.train_defaults``) that the command line left out."""
+    from click.core import ParameterSource
+
+    wanted = getattr(config_class, "train_defaults", lambda _preset: {})(preset)
+    ctx = click.get_current_context()
+    return {k: v for k, v in wanted.items() if ctx.get_parameter_source(k) is ParameterSource.DEFAULT}
 
 
 @cli.command()

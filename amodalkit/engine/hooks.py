@@ -49,13 +49,17 @@ class Hook:
 
 
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
-    """The learning rate of an epoch: constant, or cosine from ``lr`` towards 0 over ``epochs``.
+    """The learning rate of an epoch: constant, cosine from ``lr`` towards 0 over ``epochs``, or step.
 
     A function of the epoch alone, so a resumed run follows the same schedule;
-    ``schedule_epochs`` (when set) is the schedule's length for runs extended epoch by epoch.
+    ``schedule_epochs`` (when set) is the cosine's length for runs extended epoch by epoch.
+    ``step`` multiplies ``lr`` by ``lr_gamma`` every ``lr_step_epochs`` epochs, as torch's
+    ``StepLR`` stepped once per epoch does (epochs 1..step at ``lr``).
     """
     if cfg.lr_schedule == "constant":
         return cfg.lr
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** ((epoch - 1) // cfg.lr_step_epochs)
     length = cfg.schedule_epochs or cfg.epochs
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(epoch - 1, length) / length))
 
@@ -174,5 +178,9 @@ class ProgressLog(Hook):
     def after_epoch(self, trainer: Trainer, record: dict) -> None:
         if trainer.talks:
             val = f" val {record['val_loss']:.4f}" if "val_loss" in record else ""
+            for key in ("val_amodal_iou", "val_visible_iou"):
+                if key in record:
+                    truth = " (amodal ground truth)" if key == "val_amodal_iou" else ""
+                    val += f" {key.removeprefix('val_').replace('_', ' ')}{truth} {record[key]:.4f}"
             tqdm.write(f"epoch {record['epoch']}: train {record['train_loss']:.4f}{val} "
                        f"({record['time_s']:.1f} s, step {record['steps']}){' *' if record['best'] else ''}")

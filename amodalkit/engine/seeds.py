@@ -38,6 +38,9 @@ def train_seeds(cfg: TrainConfig, model_name: str, model_config: object, seeds: 
     selected = {s["selected_on"] for s in runs.values()}
     record = {"model": model_name, "seeds": seeds, "selected_on": "/".join(sorted(selected)),
               "best_loss": mean_sd([runs[str(s)]["best_loss"] for s in seeds]), "runs": runs}
+    if cfg.select_by != "loss":
+        scores = [runs[str(s)]["best_score"] for s in seeds]
+        record |= {"selected_by": cfg.select_by, "best_score": mean_sd(scores)}
     write_json(Path(cfg.out) / SEEDS_FILE, record)
     return record
 

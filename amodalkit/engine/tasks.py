@@ -10,8 +10,10 @@ loop's (:mod:`amodalkit.engine.trainer`).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -46,6 +48,46 @@ class EpochRandomSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class ClipsPerObjectSampler(Sampler[int]):
+    """``n`` random clips of each object per epoch (all of an object's clips when it has fewer).
+
+    `index` holds one (shard, video, object, ...) tuple per dataset item, as
+    :attr:`ObjectClips.index <amodalkit.data.clips.ObjectClips.index>` does. The draw and its
+    order come from ``keyed_generator(seed, 3, epoch)``; with ``shuffle`` False (validation)
+    the draw is the same every epoch and in index order. Each of ``world`` ranks takes every
+    ``world``-th clip, the list padded by wrapping so that every rank has as many.
+    """
+
+    def __init__(self, index: Sequence[tuple[int, ...]], n: int, seed: int, info: DistInfo,
+                 shuffle: bool) -> None:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, entry in enumerate(index):
+            groups.setdefault(tuple(entry[:3]), []).append(i)
+        self.groups, self.n, self.seed = list(groups.values()), n, seed
+        self.info, self.shuffle = info, shuffle
+        self.total = sum(min(n, len(g)) for g in self.groups)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose draw the next pass yields (validation ignores it)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = keyed_generator(self.seed, 3, self.epoch if self.shuffle else 0)
+        chosen = []
+        for members in self.groups:
+            picks = torch.randperm(len(members), generator=gen)[:self.n].sort().values.tolist()
+            chosen.extend(members[j] for j in picks)
+        if self.shuffle:
+            chosen = [chosen[j] for j in torch.randperm(len(chosen), generator=gen).tolist()]
+        world = self.info.world
+        padded = (chosen * world)[:len(self) * world] if chosen else []
+        return iter(padded[self.info.rank::world])
+
+    def __len__(self) -> int:
+        return math.ceil(self.total / self.info.world)
 
 
 class TrainTask(ABC):
@@ -93,20 +135,37 @@ class TrainTask(ABC):
 
 
 class ClipTask(TrainTask):
-    """Object clips (SaVos): one item per (video, object, clip start), never an amodal label."""
+    """Object clips (SaVos): one item per (video, object, clip start).
+
+    No amodal label is read, except on the validation shards under ``--select-by
+    val_amodal_iou`` (checkpoint selection on ground truth, as the released SaVos scripts
+    do). With ``clips_per_object`` each epoch draws that many clips of each object
+    (:class:`ClipsPerObjectSampler`); with ``--clip-stride 1`` that is a random window.
+    """
 
     item_label = "clips"
     rate_name = "clips"
     collate_fn = staticmethod(collate_clips)
+    clips_per_object = 0
 
     def datasets(self, cfg: TrainConfig, quiet: bool) -> tuple[Dataset, Dataset | None]:
         mc = self.model_config
+        self.clips_per_object = cfg.clips_per_object
         clips = ClipConfig(clip_len=mc.clip_len, stride=cfg.clip_stride, crop_size=mc.crop_size,
                            enlarge=mc.enlarge, crop_mode=mc.crop_mode, with_amodal=self.spec.reads_amodal)
         train = ObjectClips(cfg.data, clips, quiet=quiet)
         if len(train) == 0:
             raise AmodalkitError("the training shards hold no object with visible pixels")
-        return train, ObjectClips(cfg.val, clips, quiet=quiet) if cfg.val else None
+        if not cfg.val:
+            return train, None
+        labelled = self.spec.reads_amodal or cfg.select_by == "val_amodal_iou"
+        return train, ObjectClips(cfg.val, replace(clips, with_amodal=labelled), quiet=quiet)
+
+    def sampler(self, dataset: Dataset, shuffle: bool, seed: int, info: DistInfo) -> Sampler:
+        """As every task's, or ``clips_per_object`` clips of each object (:class:`ClipsPerObjectSampler`)."""
+        if self.clips_per_object:
+            return ClipsPerObjectSampler(dataset.index, self.clips_per_object, seed, info, shuffle)
+        return super().sampler(dataset, shuffle, seed, info)
 
 
 class FrameCropTask(TrainTask):
@@ -115,6 +174,8 @@ class FrameCropTask(TrainTask):
     item_label = "object-frames"
 
     def datasets(self, cfg: TrainConfig, quiet: bool) -> tuple[Dataset, Dataset | None]:
+        if cfg.clips_per_object:
+            raise AmodalkitError(f"--clips-per-object is for clip models (savos), not --model {self.name}")
         mc, needs_amodal = self.model_config, self.spec.reads_amodal
         crops = FrameCropConfig(crop_size=mc.crop_size, enlarge=mc.enlarge, with_image=mc.use_image,
                                 with_amodal=needs_amodal)

@@ -4,8 +4,10 @@ A model contributes a :class:`~amodalkit.engine.tasks.TrainTask` (network, datas
 ``step(batch) -> losses``); the loop adds the learning-rate schedule, an optional moving
 average of the weights (``ema`` > 0: what is validated and saved), the step cap, the hooks
 a caller passes (e.g. :class:`~amodalkit.engine.hooks.TimeBudget`), per-epoch selection of
-the best checkpoint on the validation loss (training loss without ``val``), and the run
-folder of :mod:`amodalkit.engine.runlog`.
+the best checkpoint on the validation loss (training loss without ``val``; ``select_by``
+picks the highest validation IoU a model's step scores instead, one of
+:data:`SELECT_METRICS`, ``val_amodal_iou`` reading the amodal **ground truth** of ``val``),
+and the run folder of :mod:`amodalkit.engine.runlog`.
 
 Started by ``torchrun --nproc_per_node N -m amodalkit train ...`` it trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); only rank 0 writes files. Loss sums
@@ -51,6 +53,11 @@ from amodalkit.io.atomic import remove_stale_temps
 from amodalkit.io.checkpoint import load_state_strict, read_checkpoint
 from amodalkit.models.base import StepContext
 
+#: ``select_by`` -> the validation metric a model's step reports as ``NAME_sum`` and ``NAME_n``
+SELECT_METRICS = {"val_amodal_iou": "amodal_iou", "val_visible_iou": "visible_iou"}
+#: selections that read amodal ground truth (the run is then not self-supervised end to end)
+GROUND_TRUTH_SELECTIONS = ("val_amodal_iou",)
+
 
 @dataclass
 class TrainConfig:
@@ -70,6 +77,10 @@ class TrainConfig:
     precision: str = "fp32"
     lr_schedule: str = "constant"
     schedule_epochs: int = 0
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.5
+    select_by: str = "loss"
+    clips_per_object: int = 0
     ema: float = 0.0
     max_steps: int = 0
     deterministic: bool = False
@@ -86,8 +97,17 @@ class TrainConfig:
             raise AmodalkitError(f"--ema must be a decay in [0, 1) (0 = off), got {self.ema}")
         if self.max_steps < 0:
             raise AmodalkitError("--max-steps must be 0 (no cap) or positive")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise AmodalkitError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if self.lr_schedule not in ("constant", "cosine", "step"):
+            raise AmodalkitError(f"--lr-schedule must be constant, cosine or step, got {self.lr_schedule!r}")
+        if self.lr_step_epochs < 1 or not 0 < self.lr_gamma <= 1 or self.clips_per_object < 0:
+            raise AmodalkitError("--lr-step-epochs must be at least 1, --lr-gamma in (0, 1] and "
+                                 "--clips-per-object at least 0")
+        if self.select_by != "loss" and self.select_by not in SELECT_METRICS:
+            choices = " or ".join(("loss", *SELECT_METRICS))
+            raise AmodalkitError(f"--select-by must be {choices}, got {self.select_by!r}")
+        if self.select_by != "loss" and not self.val:
+            raise AmodalkitError(f"--select-by {self.select_by} (e.g. of --preset official) scores the --val "
+                                 "shards: give --val, or --select-by loss")
         if self.precision not in PRECISIONS:
             raise AmodalkitError(f"--precision must be one of {', '.join(PRECISIONS)}, "
                                  f"got {self.precision!r}")
@@ -125,6 +145,7 @@ class Trainer:
         self.start_epoch, self.steps = 1, 0
         self.last_epoch = 0
         self.best = (float("inf"), 0)
+        self.best_val_loss: float | None = None
         self.stopped: str | None = None
         self._prepare_run_dir()
         torch.manual_seed(cfg.seed)
@@ -197,6 +218,9 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
             self.steps = int(state.get("steps", 0))
             self.best = (float(state["best_loss"]), int(state["best_epoch"]))
+            self.best_val_loss = state.get("best_val_loss")
+            if state.get("select_by", "loss") != self.cfg.select_by:
+                raise AmodalkitError("--resume must keep the run's --select-by", self.state_path)
         except (KeyError, TypeError, ValueError) as exc:
             raise AmodalkitError(f"not a resume state of this run ({type(exc).__name__}: {exc})",
                                  self.state_path) from exc
@@ -280,22 +304,46 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_loss(self, epoch: int) -> dict[str, float]:
-        """Mean losses of the scored weights over the validation set, the same every time for a seed."""
+        """Mean losses of the scored weights over the validation set (and the ``select_by`` metric)."""
         self.model.eval()
         self.scored_net.eval()
-        keys = self.task.val_keys
+        metric = SELECT_METRICS.get(self.cfg.select_by)
+        keys = self.task.val_keys + ((f"{metric}_sum", f"{metric}_n") if metric else ())
         sums = torch.zeros(len(keys) + 1, dtype=accumulator_dtype(self.device), device=self.device)
         for i, batch in enumerate(self._batches(self.val_loader, epoch, "validate")):
             batch = self._to_device(batch)
             losses = self.task.step(self.scored_net, batch, self._context("val", i))
+            if metric and f"{metric}_sum" not in losses:
+                raise AmodalkitError(f"--select-by {self.cfg.select_by}: --model {self.task.name} does not "
+                                     f"score {metric}")
             sums += self._weighted(losses, keys, self.task.batch_items(batch))
-        return self._means(sums, keys)
+        means = self._means(sums, keys)
+        if metric:
+            if means[f"{metric}_n"] <= 0:
+                raise AmodalkitError(f"--select-by {self.cfg.select_by}: no validation object-frame to score "
+                                     "(do the --val shards hold annotated amodal masks?)")
+            means[metric] = means.pop(f"{metric}_sum") / means.pop(f"{metric}_n")
+        return means
+
+    def _selection(self, train: dict[str, float], val: dict[str, float] | None) -> tuple[float, dict]:
+        """The epoch's selection score (lower is better) and what the log records about the selection."""
+        metric = SELECT_METRICS.get(self.cfg.select_by)
+        if metric is None:
+            return (val or train)["loss"], {}
+        truth = self.cfg.select_by in GROUND_TRUTH_SELECTIONS
+        return -val[metric], {f"val_{metric}": val[metric], "select_by": self.cfg.select_by,
+                              "selection_uses_amodal_ground_truth": truth}
 
     def _commit(self, epoch: int, record: dict, is_best: bool) -> None:
         extra = {"epoch": epoch, "steps": self.steps, "val_loss": record.get("val_loss"),
                  "train_loss": record["train_loss"], "train": asdict(self.cfg)}
         state = {"optimizer": self.opt.state_dict(), "epoch": epoch, "steps": self.steps,
                  "best_loss": self.best[0], "best_epoch": self.best[1]}
+        if "select_by" in record:
+            metric = SELECT_METRICS[record["select_by"]]
+            extra["selection"] = {"by": record["select_by"], "value": record[f"val_{metric}"],
+                                  "uses_amodal_ground_truth": record["selection_uses_amodal_ground_truth"]}
+            state |= {"select_by": record["select_by"], "best_val_loss": self.best_val_loss}
         for hook in self.hooks:
             state |= hook.state_dict(self)
         if self.scaler is not None:
@@ -324,24 +372,31 @@ class Trainer:
             train = self.train_epoch(epoch)
             t_train = time.perf_counter() - t0
             val = self.evaluate_loss(epoch) if self.val_loader is not None else None
-            select = (val or train)["loss"]
+            select, selection = self._selection(train, val)
             is_best = select < self.best[0]
             if is_best:
-                self.best = (select, epoch)
+                self.best, self.best_val_loss = (select, epoch), (val or train)["loss"]
             record = {"epoch": epoch, **{f"train_{k}": train[k] for k in self.task.loss_keys},
                       "steps": self.steps, "time_s": round(time.perf_counter() - t0, 3),
                       rate_key: round(train["items"] / max(t_train, 1e-9), 3), "best": is_best}
             if val is not None:
                 record |= {f"val_{k}": val[k] for k in self.task.val_keys}
+            record |= selection
             for hook in self.hooks:
                 hook.after_epoch(self, record)
             if self.info.main:
                 self._commit(epoch, record, is_best)
             self.last_epoch = epoch
             barrier(self.info)
-        return {"run_dir": str(self.out), "best_epoch": self.best[1], "best_loss": self.best[0],
-                "selected_on": "val" if self.val_set is not None else "train", "epochs": self.cfg.epochs,
-                "last_epoch": self.last_epoch, "steps": self.steps, "stopped": self.stopped}
+        by = self.cfg.select_by
+        by_loss = by == "loss"
+        return {"run_dir": str(self.out), "best_epoch": self.best[1],
+                "best_loss": self.best[0] if by_loss else self.best_val_loss,
+                "selected_on": "val" if self.val_set is not None else "train", "selected_by": by,
+                "best_score": self.best[0] if by_loss else -self.best[0],
+                "selection_uses_amodal_ground_truth": by in GROUND_TRUTH_SELECTIONS,
+                "epochs": self.cfg.epochs, "last_epoch": self.last_epoch, "steps": self.steps,
+                "stopped": self.stopped}
 
     def close(self) -> None:
         """Leave the process group when this run joined one."""

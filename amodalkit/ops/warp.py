@@ -50,7 +50,11 @@ def forward_warp(src: torch.Tensor, flow: torch.Tensor, mode: str = "splat") -> 
     ``splat``: bilinear forward splatting, normalised where several sources land on one
     pixel (weights summing above 1), so masks stay in [0, 1]; differentiable in both inputs.
     ``sample``: the official code's approximation, backward sampling at x - flow(x).
-    Flow channels are (u, v) = (dx, dy) in pixels; nothing enters from outside the frame.
+    ``official``: that sampling exactly as the released ``utils/warp.py`` does it, with its
+    pixel grid normalised as 2x/W - 1 (so half a pixel up and left of x - flow(x)) and
+    border padding (outside reads the nearest edge pixel).
+    Flow channels are (u, v) = (dx, dy) in pixels; nothing enters from outside the frame
+    (except through ``official``'s border padding).
     """
     import torch
     import torch.nn.functional as F
@@ -60,11 +64,12 @@ def forward_warp(src: torch.Tensor, flow: torch.Tensor, mode: str = "splat") -> 
     n, c, h, w = src.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=src.device, dtype=flow.dtype),
                             torch.arange(w, device=src.device, dtype=flow.dtype), indexing="ij")
-    if mode == "sample":
-        gx = (xs - flow[:, 0]) * (2.0 / w) + (1.0 / w - 1.0)
-        gy = (ys - flow[:, 1]) * (2.0 / h) + (1.0 / h - 1.0)
-        return F.grid_sample(src, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
-                             align_corners=False)
+    if mode in ("sample", "official"):
+        half = 0.0 if mode == "official" else 1.0
+        gx = (xs - flow[:, 0]) * (2.0 / w) + (half / w - 1.0)
+        gy = (ys - flow[:, 1]) * (2.0 / h) + (half / h - 1.0)
+        return F.grid_sample(src, torch.stack([gx, gy], dim=-1), mode="bilinear",
+                             padding_mode="zeros" if mode == "sample" else "border", align_corners=False)
     x = xs + flow[:, 0]
     y = ys + flow[:, 1]
     x0 = torch.floor(x)

@@ -24,6 +24,15 @@ MAX_CROP_SIDE = 1024
 MAX_CHANNELS = 4096
 
 
+WARPS = ("splat", "sample", "official")
+
+
+#: the ``official`` preset's training-loop settings (``amodalkit train`` options), FISHBOWL's
+#: values; KINS-Video-Car overrides them (docs/decisions.md, the ``official`` preset)
+OFFICIAL_TRAIN = {"batch_size": 12, "epochs": 20, "lr": 1e-4, "lr_schedule": "step", "lr_step_epochs": 20,
+                  "lr_gamma": 0.5, "clip_stride": 1, "clips_per_object": 1, "select_by": "val_amodal_iou"}
+
+
 @dataclass(frozen=True)
 class SavosConfig:
     """Architecture, input geometry, loss weights and the Table 2 ablation switches.
@@ -36,6 +45,16 @@ class SavosConfig:
     square objects) replace the (3,4)/(1,2) layer by a 3x3 stride-1 one. ``crop_mode`` picks
     one box per clip (``clip``) or a box that follows the object (``track``, see
     :class:`amodalkit.ops.boxes.ClipCrop`); ``clip_len`` 0 trains on whole videos.
+
+    The fields after ``no_image`` follow the released training scripts (the ``official``
+    preset); their defaults are the ``paper`` behaviour: ``mask_reduction`` ``mean`` or
+    ``sum`` of the BCE over pixels; ``consistency_mode`` ``paper`` (each direction's
+    completion against its warped prediction) or ``cumulative`` (the blend warped one frame
+    on, cumulated over time); ``lambda_photometric`` the weight of the masked L1 between
+    warped and next image; ``completor_input`` what CNN_a reads (``visible`` = V_t, or
+    ``flow_x``, the horizontal flow, as the released code does); ``motion_base`` the flow
+    the residual motion is added to (``mean`` visible flow everywhere, or ``visible_flow``:
+    the flow itself on visible pixels); ``leaky_slope`` the LeakyReLU slope.
     """
 
     crop_size: tuple[int, int] = (64, 128)
@@ -57,6 +76,12 @@ class SavosConfig:
     no_temporal: bool = False
     no_flow: bool = False
     no_image: bool = False
+    mask_reduction: str = "mean"
+    consistency_mode: str = "paper"
+    lambda_photometric: float = 0.0
+    completor_input: str = "visible"
+    motion_base: str = "mean"
+    leaky_slope: float = 0.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
@@ -75,8 +100,16 @@ class SavosConfig:
             raise AmodalkitError(f"crops are at most {MAX_CROP_SIDE} pixels wide and the hidden size and "
                                  f"channel counts (after --width) at most {MAX_CHANNELS}; got crop "
                                  f"{self.crop_size}, hidden {self.hidden}, channels {self.scaled_channels()}")
-        if self.warp not in ("splat", "sample"):
-            raise AmodalkitError(f"warp must be 'splat' or 'sample', got {self.warp!r}")
+        if self.warp not in WARPS:
+            raise AmodalkitError(f"warp must be one of {', '.join(WARPS)}, got {self.warp!r}")
+        choices = {"mask_reduction": ("mean", "sum"), "consistency_mode": ("paper", "cumulative"),
+                   "completor_input": ("visible", "flow_x"), "motion_base": ("mean", "visible_flow")}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise AmodalkitError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not self.lambda_photometric >= 0 or not 0 <= self.leaky_slope < 1:
+            raise AmodalkitError("lambda_photometric must be non-negative and leaky_slope in [0, 1)")
         if self.clip_len < 0 or self.clip_len == 1:
             raise AmodalkitError("clip length must be 0 (whole video) or at least 2")
         if self.crop_mode not in ("clip", "track"):
@@ -126,6 +159,28 @@ class SavosConfig:
         return cls.small(**{"clip_len": 0, "mask_feedback": True, "skips": True, **changes})
 
     @classmethod
+    def official(cls, **changes: object) -> SavosConfig:
+        """The released FISHBOWL training scripts: 40-frame clips, per-frame boxes, their losses and warp.
+
+        Summed BCE, the cumulative consistency of the blend, a 0.1-weighted photometric L1,
+        the official backward-sampling warp, CNN_a fed the horizontal flow, the motion
+        residual on the flow itself inside the visible mask, LeakyReLU 0.01. Its training
+        loop (:meth:`train_defaults`) picks the checkpoint by validation IoU against the
+        **amodal ground truth**, as the released ``FishBowl/main.py`` does: runs of this
+        preset are not self-supervised in their model selection. KINS-Video-Car runs
+        override clip length, batch, epochs, photometric weight and selection.
+        """
+        base = {"clip_len": 40, "crop_mode": "track", "warp": "official", "mask_reduction": "sum",
+                "consistency_mode": "cumulative", "lambda_photometric": 0.1, "completor_input": "flow_x",
+                "motion_base": "visible_flow", "leaky_slope": 0.01}
+        return cls(**{**base, **changes})
+
+    @staticmethod
+    def train_defaults(preset: str) -> dict[str, object]:
+        """``amodalkit train`` options a preset sets when they are not given (empty for most presets)."""
+        return dict(OFFICIAL_TRAIN) if preset == "official" else {}
+
+    @classmethod
     def from_dict(cls, data: dict) -> SavosConfig:
         """Rebuild from ``asdict`` output (e.g. a checkpoint's JSON), refusing unknown keys."""
         return config_from_dict(cls, data, "SaVos")
@@ -140,7 +195,7 @@ def default_channels(crop_size: tuple[int, int], width: float = 1.0) -> tuple[in
 
 
 PRESETS: dict[str, Callable[..., SavosConfig]] = {"paper": SavosConfig.paper, "small": SavosConfig.small,
-                                                  "cpu": SavosConfig.cpu}
+                                                  "cpu": SavosConfig.cpu, "official": SavosConfig.official}
 
 
 def build_config(preset: str = "paper", crop: str | tuple[int, int] | None = None,

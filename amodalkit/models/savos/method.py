@@ -175,6 +175,6 @@ register_model(ModelSpec(
     table=(TableRow(MODEL_NAME, "SaVos", paper=(0.9746, 0.8046)),),
     config=SavosConfig, build_config=config_from_train_options, net=SavosNet, step=savos_step,
     save=save_savos, load=method_from_savos_checkpoint,
-    data="clips", loss_keys=("loss", "mask", "consistency", "horizon"),
+    data="clips", loss_keys=("loss", "mask", "consistency", "horizon", "photometric"),
     val_keys=("loss", "mask", "consistency"),
 ))

@@ -19,7 +19,10 @@ Beyond the paper (config switches): ``skips`` adds CNN_a's maps into DeConv_a an
 ``mask_feedback`` feeds DeConv_a the warped previous completion M̂_t beside V_t (both off
 in the ``paper`` and ``small`` presets, on in ``cpu``); ``horizon`` > 1 adds appendix B's
 L_complete, truncated (:func:`amodalkit.models.savos.loss.horizon_mask_loss`; 1, i.e. off,
-in every preset).
+in every preset). The ``official`` preset follows the released code instead of the text:
+``completor_input="flow_x"`` (CNN_a reads the horizontal flow, not V_t), ``motion_base=
+"visible_flow"`` (the residual is added to the flow itself on visible pixels, to its mean
+elsewhere) and ``leaky_slope`` 0.01.
 """
 
 from __future__ import annotations
@@ -40,24 +43,25 @@ EPS = 1e-6
 
 
 def _block(cin: int, cout: int, kernel: int | tuple[int, int], stride: int | tuple[int, int],
-           pad: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, pad), nn.GroupNorm(1, cout), nn.LeakyReLU(0.2))
+           pad: int, slope: float = 0.2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, pad), nn.GroupNorm(1, cout),
+                         nn.LeakyReLU(slope))
 
 
 class Encoder(nn.Module):
     """CNN of §E.1: GroupNorm + LeakyReLU after each layer, down to 1x1: (N, C, h, w) -> (N, out_dim)."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], out_dim: int,
-                 square: bool = False) -> None:
+                 square: bool = False, slope: float = 0.2) -> None:
         super().__init__()
         n = len(channels) - 2
         layers = []
         cin = in_channels
         for c in channels[:n]:
-            layers.append(_block(cin, c, 4, 2, 1))
+            layers.append(_block(cin, c, 4, 2, 1, slope))
             cin = c
-        layers.append(_block(cin, channels[n], 3 if square else (3, 4), 1 if square else (1, 2), 1))
-        layers.append(_block(channels[n], channels[n + 1], 4, 1, 0))
+        layers.append(_block(cin, channels[n], 3 if square else (3, 4), 1 if square else (1, 2), 1, slope))
+        layers.append(_block(channels[n], channels[n + 1], 4, 1, 0, slope))
         self.net = nn.Sequential(*layers)
         self.fc = nn.Linear(channels[-1], out_dim)
 
@@ -77,7 +81,7 @@ class Decoder(nn.Module):
     """Mirror of :class:`Encoder` with transposed convolutions: (N, in_dim) -> (N, out_channels, h, w)."""
 
     def __init__(self, in_dim: int, channels: tuple[int, ...], out_channels: int,
-                 square: bool = False) -> None:
+                 square: bool = False, slope: float = 0.2) -> None:
         super().__init__()
         n = len(channels) - 2
         self.fc = nn.Linear(in_dim, channels[-1])
@@ -90,7 +94,7 @@ class Decoder(nn.Module):
             specs.append((channels[0], out_channels, 4, 2, 1))
         layers = []
         for cin, cout, k, s, p in specs:
-            layers += [nn.GroupNorm(1, cin), nn.LeakyReLU(0.2), nn.ConvTranspose2d(cin, cout, k, s, p)]
+            layers += [nn.GroupNorm(1, cin), nn.LeakyReLU(slope), nn.ConvTranspose2d(cin, cout, k, s, p)]
         self.net = nn.Sequential(*layers)
 
     @property
@@ -117,13 +121,13 @@ class SavosNet(nn.Module):
         self.config = config
         ch = config.scaled_channels()
         d = config.hidden
-        sq = config.square
-        self.st_encoder = Encoder(config.in_channels, ch, d, sq)
+        sq, slope = config.square, config.leaky_slope
+        self.st_encoder = Encoder(config.in_channels, ch, d, sq, slope)
         self.seq = nn.Identity() if config.no_temporal else nn.LSTM(d, d, batch_first=True)
-        self.mask_encoder = Encoder(2 if config.mask_feedback else 1, ch, d, sq)
-        self.mask_decoder = Decoder(2 * d, ch, 2, sq)
-        self.motion_encoder = Encoder(2, ch, d, sq)
-        self.motion_decoder = Decoder(2 * d, ch, 2, sq)
+        self.mask_encoder = Encoder(2 if config.mask_feedback else 1, ch, d, sq, slope)
+        self.mask_decoder = Decoder(2 * d, ch, 2, sq, slope)
+        self.motion_encoder = Encoder(2, ch, d, sq, slope)
+        self.motion_decoder = Decoder(2 * d, ch, 2, sq, slope)
         nn.init.zeros_(self.motion_decoder.last.weight)
         nn.init.zeros_(self.motion_decoder.last.bias)
 
@@ -146,12 +150,15 @@ class SavosNet(nn.Module):
         flow_flat = flow.reshape(n * t, 2, h, w)
         residual = self.motion_decoder(torch.cat([hidden.reshape(n * t, -1), self.motion_encoder(flow_flat)],
                                                  dim=1))
-        motion = residual + mean_visible_flow(flow, visible, valid).reshape(n * t, 2, 1, 1)
-        motion = motion.reshape(n, t, 2, h, w)
+        base = mean_visible_flow(flow, visible, valid)[..., None, None]
+        if cfg.motion_base == "visible_flow":
+            base = torch.where(vis > 0.5, flow, base)
+        motion = residual.reshape(n, t, 2, h, w) + base
+        cond = vis if cfg.completor_input == "visible" else flow[:, :, :1]
         if cfg.mask_feedback:
-            completion, alpha, moved = self._complete_recurrent(hidden, visible, motion)
+            completion, alpha, moved = self._complete_recurrent(hidden, cond[:, :, 0], motion)
         else:
-            out = self._decode_mask(hidden.reshape(n * t, -1), vis.reshape(n * t, 1, h, w))
+            out = self._decode_mask(hidden.reshape(n * t, -1), cond.reshape(n * t, 1, h, w))
             completion = soft_mask(out[:, 0]).reshape(n, t, h, w)
             alpha = out[:, 1].reshape(n, t, h, w)
             moved = forward_warp(torch.stack([completion[:, :-1], alpha[:, :-1]], dim=2).reshape(-1, 2, h, w),
