@@ -16,6 +16,7 @@ from shard_digests import file_digests, shard_files
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.evaluate import evaluate_method
+from amodalkit.evaluation.protocols import get_protocol
 from amodalkit.execution import SCHEDULER_ENV, run_tasks, scheduler_address
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.models.registry import build_method
@@ -157,3 +158,30 @@ def test_a_killed_worker_s_shards_are_recomputed(tmp_path: Path, capsys: pytest.
     assert code == 0, err
     assert killed and killed[0] < 12  # the worker died with shards still to write
     assert file_digests(many) == file_digests(one) and len(file_digests(one)) == 12
+
+
+def test_evaluate_on_one_worker_per_gpu_gives_the_one_process_numbers(
+        cg_savos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-GPU path, run on two CPU 'devices': same numbers in shard order, the method back home."""
+    import torch
+
+    from amodalkit.evaluation import evaluate as evaluate_module
+    from amodalkit.models.savos.config import SavosConfig
+    from amodalkit.models.savos.method import SavosMethod
+    from amodalkit.models.savos.net import SavosNet
+
+    torch.manual_seed(0)
+    method = SavosMethod(model=SavosNet(SavosConfig.cpu()))
+    shards = sorted(cg_savos.glob("test-*.h5"))
+    one = evaluate_method(method, shards, quiet=True)
+    method.device = torch.device("cuda")  # as a CUDA method would report; nothing runs on it here
+    monkeypatch.setattr(evaluate_module, "worker_devices", lambda device, jobs: ["cpu", "cpu:0"][:jobs])
+    moved: list[str] = []
+    monkeypatch.setattr(SavosMethod, "to_device", lambda self, device: moved.append(str(device)))
+    assert evaluate_module.gpu_workers(method, 2) == ["cpu", "cpu:0"]
+    parts = evaluate_module.score_on_devices(method, get_protocol("official"), None, [str(p) for p in shards],
+                                             ["cpu", "cpu:0"], quiet=True)
+    assert [p["shard"] for p in parts] == [str(p) for p in shards]
+    acc = parts[0]["accumulator"].merge(parts[1]["accumulator"])
+    assert _metrics({**acc.result()}) == _metrics(one)
+    assert moved == ["cpu", "cuda"]  # sent out on the CPU, back on its device afterwards

@@ -15,7 +15,7 @@ from amodalkit.errors import AmodalkitError
 from amodalkit.evaluation.metrics import MetricAccumulator
 from amodalkit.evaluation.prefetch import PrefetchedVideos, open_readers, read_videos
 from amodalkit.evaluation.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from amodalkit.execution import run_tasks
+from amodalkit.execution import run_on_devices, run_tasks, worker_devices
 from amodalkit.io.remote import ShardLocation, as_shard_location
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import Video
@@ -134,8 +134,14 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[ShardLocation], quiet:
     if jobs == 1 and scheduler is None:
         acc, flows = score_readers(method, readers, rules, object_filter, prefetch, quiet)
     else:
-        parts = run_tasks(partial(score_shard_task, method, rules, object_filter), [str(p) for p in paths],
-                          jobs, scheduler, quiet, unit="shard", resources=method_resources(method))
+        shards = [str(p) for p in paths]
+        devices = gpu_workers(method, jobs) if scheduler is None else []
+        if len(set(devices)) > 1 and len(shards) > 1:  # one worker per GPU, each scoring on its own
+            parts = score_on_devices(method, rules, object_filter, shards, devices[:len(shards)], quiet)
+        else:
+            task = partial(score_shard_task, method, rules, object_filter)
+            parts = run_tasks(task, shards, jobs, scheduler, quiet, unit="shard",
+                              resources=method_resources(method))
         acc, flows = MetricAccumulator(), set()
         for part in parts:
             acc.merge(part["accumulator"])
@@ -149,6 +155,40 @@ def evaluate_method(method: AmodalMethod, paths: Sequence[ShardLocation], quiet:
             "shards": [str(p) for p in paths], "protocol": rules.name, "flow": ", ".join(sorted(flows)),
             "flow_settings": [json.loads(f) for f in sorted(settings)],
             **result}
+
+
+def gpu_workers(method: AmodalMethod, jobs: int) -> list[str]:
+    """The devices of `jobs` local workers for a trained method on CUDA: one per visible GPU (else none)."""
+    device = getattr(method, "device", None)
+    if not hasattr(method, "to_device") or getattr(device, "type", "cpu") != "cuda":
+        return []
+    return worker_devices("cuda", jobs)
+
+
+def score_shard_on(method: AmodalMethod, rules: Protocol, object_filter: Callable[[Video], np.ndarray] | None,
+                   path: str, device: str) -> dict:
+    """:func:`score_shard_task` with the method moved to this worker's `device` first."""
+    method.to_device(device)
+    return score_shard_task(method, rules, object_filter, path)
+
+
+def score_on_devices(method: AmodalMethod, rules: Protocol,
+                     object_filter: Callable[[Video], np.ndarray] | None, shards: list[str],
+                     devices: list[str], quiet: bool) -> list[dict]:
+    """Every shard's scores from one worker per device, in shard order.
+
+    The method travels to the workers on the CPU, so no GPU holds a copy it will not use; the
+    caller's method is back on its own device afterwards.
+    """
+    home = method.device
+    method.to_device("cpu")
+    try:
+        parts = run_on_devices(partial(score_shard_on, method, rules, object_filter), shards, devices, quiet,
+                               unit="shard")
+    finally:
+        method.to_device(home)
+    order = {s: i for i, s in enumerate(shards)}
+    return sorted(parts, key=lambda part: order[part["shard"]])
 
 
 def method_resources(method: AmodalMethod) -> dict[str, float] | None:

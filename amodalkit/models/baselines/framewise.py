@@ -210,6 +210,11 @@ class FramewiseMethod(AmodalMethod):
         self.videos_per_batch = videos_per_batch or (16 if is_cuda(self.device) else 1)
         self.fields = ("frames",) if model.config.use_image else ()
 
+    def to_device(self, device: str | torch.device) -> None:
+        """Move the network to `device` (a worker of one GPU takes its copy there)."""
+        self.model, self.device = self.model.to(device), torch.device(device)
+        self.runner = inference_copy(self.model)
+
     def describe(self) -> dict:
         return {"method": self.name, "checkpoint": self.checkpoint, "occluders_only": self.occluders_only,
                 "config": asdict(self.model.config)}

@@ -65,6 +65,11 @@ class SavosMethod(AmodalMethod):
         self.tta_stats = TTAStats()
         self.occluders_only = occluders_only
 
+    def to_device(self, device: str | torch.device) -> None:
+        """Move the network to `device` (a worker of one GPU takes its copy there)."""
+        self.model, self.device = self.model.to(device), torch.device(device)
+        self.runner = inference_copy(self.model)
+
     @property
     def window(self) -> int:
         """Frames per clip at inference (0 = the whole video)."""
