@@ -369,6 +369,8 @@ def layouts(n: int, repeats: int, tmp: Path) -> None:
         "lzf + shuffle, amodal (K,1,H,W)": _layout_writer("lzf", None, "frame"),
         "gzip-3 + shuffle, 2 frames/chunk": _layout_writer("gzip", 3, "frame", 2),
         "gzip-3 + shuffle, 4 frames/chunk": _layout_writer("gzip", 3, "frame", 4),
+        "gzip-3 + shuffle, 8 frames/chunk": _layout_writer("gzip", 3, "frame", 8),
+        "gzip-1 + shuffle, 8 frames/chunk": _layout_writer("gzip", 1, "frame", 8),
         "lzf + shuffle, 8 frames/chunk": _layout_writer("lzf", None, "frame", 8),
         "no filter, one frame per chunk": _layout_writer(None, None),
         "no filter, contiguous": _layout_writer(None, None, frames_per_chunk=None),

@@ -15,7 +15,9 @@ from amodalkit.io.atomic import atomic_path
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import (
     COMPRESSION,
+    ESTIMATED_FLOW_COMPRESSION,
     FLOW_FIELDS,
+    FLOW_QUANTUM,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     Video,
@@ -25,16 +27,32 @@ from amodalkit.io.shards import (
 )
 
 
-def _put(group: h5py.Group, name: str, data: np.ndarray, chunks: tuple[int, ...] | None) -> None:
-    """The one ``create_dataset``: chunked and gzip-compressed where `chunks` is given and data not empty."""
-    opts = COMPRESSION if chunks is not None and data.size else {}
+def _put(group: h5py.Group, name: str, data: np.ndarray, chunks: tuple[int, ...] | None,
+         compression: dict = COMPRESSION) -> None:
+    """The one ``create_dataset``: chunked and compressed where `chunks` is given and data not empty."""
+    opts = compression if chunks is not None and data.size else {}
     group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
 
 
-def _put_flow(group: h5py.Group, name: str, flow: np.ndarray) -> None:
-    """A ``(T-1, H, W, 2)`` flow dataset as float16, one frame per chunk."""
-    n, h, w = flow.shape[:3]
-    _put(group, name, np.ascontiguousarray(flow, np.float16), (1, h, w, 2) if n else None)
+def quantized_flow(flow: np.ndarray) -> np.ndarray:
+    """`flow` rounded to ``FLOW_QUANTUM`` px, as float16: how estimated flow is stored (overflow -> inf)."""
+    steps = np.multiply(flow, 1 / FLOW_QUANTUM, dtype=np.float32)  # a new array: the caller's stays
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.rint(steps, out=steps)
+        np.multiply(steps, FLOW_QUANTUM, out=steps)
+        return steps.astype(np.float16)
+
+
+def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:
+    """`flow` as the shard stores it: float16, and quantized unless it is the generator's exact flow."""
+    return np.ascontiguousarray(flow, np.float16) if backend == "exact" else quantized_flow(flow)
+
+
+def _put_flow(group: h5py.Group, name: str, stored: np.ndarray, backend: str) -> None:
+    """A ``(T-1, H, W, 2)`` flow dataset (from :func:`_stored_flow`), one frame per chunk."""
+    n, h, w = stored.shape[:3]
+    _put(group, name, stored, (1, h, w, 2) if n else None,
+         COMPRESSION if backend == "exact" else ESTIMATED_FLOW_COMPRESSION)
 
 
 def _write_video(group: h5py.Group, v: Video) -> None:
@@ -54,7 +72,7 @@ def _write_video(group: h5py.Group, v: Video) -> None:
     for name in FLOW_FIELDS:
         arr = getattr(v, name)
         if arr is not None:
-            _put_flow(group, name, arr)
+            _put_flow(group, name, _stored_flow(arr, v.flow_backend), v.flow_backend)
     if v.object_class is not None:
         _put(group, "object_class", np.asarray(v.object_class, np.int32), None)
     if v.pred_amodal is not None:
@@ -109,8 +127,9 @@ def _copy_member(source: h5py.Group, group: h5py.Group, member: str, path: Path)
         raise AmodalkitError(f"cannot copy {source.name}/{member} (corrupt shard: {exc})", path) from exc
 
 
-def _checked_flow(flow: np.ndarray, meta: dict, video: str, name: str, path: Path) -> np.ndarray:
-    """`flow` as float16 after checking it against the video's shape facts (and that it is finite)."""
+def _checked_flow(flow: np.ndarray, meta: dict, video: str, name: str, path: Path,
+                  backend: str) -> np.ndarray:
+    """`flow` as stored (:func:`_stored_flow`), checked against the video's shape facts and finite."""
     flow = np.asarray(flow)
     h, w = meta["size"]
     shape = (max(meta["num_frames"] - 1, 0), h, w, 2)
@@ -119,8 +138,7 @@ def _checked_flow(flow: np.ndarray, meta: dict, video: str, name: str, path: Pat
     if not _dtype_ok(flow.dtype, ("f2", "f4")):
         raise AmodalkitError(f"video {video!r}: {name} has dtype {flow.dtype}, expected float16 or float32",
                              path)
-    with np.errstate(over="ignore"):
-        flow = np.ascontiguousarray(flow, np.float16)
+    flow = _stored_flow(flow, backend)
     if not _all_finite(flow):
         raise AmodalkitError(f"video {video!r}: {name} holds NaN or infinite values (as float16)", path)
     return flow
@@ -153,13 +171,14 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
     returns its forward and backward flow, each ``(T-1, H, W, 2)``. Every other
     dataset and attribute goes into a temporary file beside the shard as an HDF5 object copy
     (compressed chunks move as stored, nothing is decoded or re-encoded); the new flow is
-    written as :func:`write_shard` writes it (float16, one frame per chunk, gzip) with the
+    rounded to ``FLOW_QUANTUM`` px and written float16, one frame per chunk, gzip level 1, with the
     video's ``flow_backend`` set, and the root provenance is updated with `provenance_update`.
     The file is synced and renamed over `path`, so a kill at any point leaves the old shard whole.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        with ShardReader(path) as reader, h5py.File(tmp, "w", libver=("earliest", "v110")) as dst:
+        with ShardReader(path) as reader, h5py.File(tmp, "w", libver=("earliest", "v110"),
+                                                     rdcc_nbytes=0) as dst:
             src = reader._handle()
             _copy_attrs(src, dst)
             dst.attrs["provenance"] = json.dumps({**reader.provenance, **(provenance_update or {})},
@@ -176,7 +195,8 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
                     inputs.append(reader.read_field(i, "visible_ids"))
                 pair = flow_of(name, *inputs)
                 for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
-                    _put_flow(group, field_name, _checked_flow(flow, reader.meta(i), name, field_name, path))
+                    stored = _checked_flow(flow, reader.meta(i), name, field_name, path, flow_backend)
+                    _put_flow(group, field_name, stored, flow_backend)
                 group.attrs["flow_backend"] = flow_backend
         _sync(tmp)
     _sync(path.parent)

@@ -22,7 +22,8 @@ Layout of one shard (``schema_version`` 1)::
                                                   method in the root provenance "prediction")
 
 Every per-frame dataset is chunked one frame per chunk (``amodal``: all objects of a frame in
-one chunk) and gzip-compressed (level 3, shuffle). Shards are
+one chunk) and gzip-compressed (level 3, shuffle); estimated flow (any ``flow_backend`` but
+the generator's ``exact``) is rounded to :data:`FLOW_QUANTUM` px and gzip-compressed at level 1. Shards are
 written under a temporary name and renamed when complete, so a file with the final name is
 always whole; :func:`amodalkit.io.shard_write.replace_flow` rewrites only the flow datasets
 of a shard (the rest is copied as stored) under the same rule. This module holds the schema
@@ -60,6 +61,18 @@ SCHEMA_VERSION = 1
 
 #: gzip level 3 (was 4 until this release: 40% faster writes, 3% larger; any h5py reads both)
 COMPRESSION = {"compression": "gzip", "compression_opts": 3, "shuffle": True}
+
+
+#: estimated flow (``amodalkit flow``, the KINS-Video-Car build, ``tracks --flow``) is stored rounded
+#: to this many pixels, float16's own spacing for 32-64 px motions, so the estimator's noise in
+#: the low bits is not stored (DIS flow 4x smaller) and compresses fast
+FLOW_QUANTUM = 1 / 32
+
+
+#: filter of that estimated flow: gzip level 1 (lzf was faster, but its output bytes vary from
+#: run to run on the same data, as liblzf's hash table is left uninitialised unless built with
+#: INIT_HTAB, so shards would not be byte-identical)
+ESTIMATED_FLOW_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
 REQUIRED_FIELDS = (

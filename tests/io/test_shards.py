@@ -5,11 +5,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import replace_flow, update_shard, write_shard
-from amodalkit.io.shards import ALL_FIELDS, SCHEMA_VERSION, Video, _all_finite, expand_shard_paths
+from amodalkit.io.shard_write import quantized_flow, replace_flow, update_shard, write_shard
+from amodalkit.io.shards import (
+    ALL_FIELDS,
+    FLOW_QUANTUM,
+    SCHEMA_VERSION,
+    Video,
+    _all_finite,
+    expand_shard_paths,
+)
 
 
 def make_video(name: str = "v0", t: int = 3, k: int = 2, h: int = 8, w: int = 10) -> Video:
@@ -299,7 +309,7 @@ def test_replace_flow_reads_back_like_update_shard(tmp_path: Path) -> None:
     with h5py.File(new) as f, h5py.File(original) as g:
         for name in ("flow", "flow_backward"):
             ds = f[f"videos/v0/{name}"]
-            assert ds.dtype == np.float16 and ds.chunks == (1, 8, 10, 2) and ds.compression == "gzip"
+            assert ds.dtype == np.float16 and ds.chunks == (1, 8, 10, 2) and ds.compression_opts == 1
             assert f[f"videos/v1/{name}"].shape == (0, 8, 10, 2)
         for name in ("frames", "visible_ids", "amodal"):
             a, b = f[f"videos/v0/{name}"], g[f"videos/v0/{name}"]
@@ -360,3 +370,32 @@ def test_float16_finite_check_matches_numpy_on_every_bit_pattern() -> None:
     for value, ok in zip(every, finite, strict=True):
         assert _all_finite(np.array([value, 0], np.float16)) == ok
     assert _all_finite(every[finite]) and not _all_finite(np.array([1.0, np.inf], np.float32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, (3, 4, 2), elements=st.floats(-64, 64, width=32)))
+def test_quantized_flow_is_the_nearest_quantum_and_stable(flow: np.ndarray) -> None:
+    stored = quantized_flow(flow)
+    assert stored.dtype == np.float16 and stored.shape == flow.shape
+    steps = stored.astype(np.float64) / FLOW_QUANTUM
+    assert np.array_equal(steps, np.round(steps))
+    assert np.abs(stored.astype(np.float64) - flow).max() <= FLOW_QUANTUM / 2 + 1e-6
+    assert np.array_equal(quantized_flow(stored), stored)
+    assert np.array_equal(quantized_flow(np.round(flow)), np.round(flow).astype(np.float16))
+
+
+def test_exact_flow_is_stored_as_given_and_estimated_flow_quantized(tmp_path: Path) -> None:
+    exact, estimated = make_video("exact"), make_video("estimated")
+    exact.flow_backend, estimated.flow_backend = "exact", "dis"
+    rng = np.random.default_rng(3)
+    for v in (exact, estimated):
+        v.flow = rng.normal(0, 3, v.flow.shape).astype(np.float16)
+        v.flow_backward = v.flow.copy()
+    path = write_shard(tmp_path / "a.h5", [exact, estimated])
+    with ShardReader(path) as r, h5py.File(path) as f:
+        stored = {name: r.read_field(i, "flow") for i, name in enumerate(r.video_names)}
+        assert np.array_equal(stored["exact"], exact.flow)
+        assert f["videos/exact/flow"].compression_opts == 3
+        assert np.array_equal(stored["estimated"], quantized_flow(estimated.flow))
+        assert not np.array_equal(stored["estimated"], estimated.flow)
+        assert f["videos/estimated/flow"].compression_opts == 1

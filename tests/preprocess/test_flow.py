@@ -12,8 +12,8 @@ from amodalkit.datasets.chewing_gum import generate_video, make_config, video_se
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.flowio import read_flo, read_kitti_png, write_flo
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import update_shard, write_shard
-from amodalkit.io.shards import Video, flow_for_storage
+from amodalkit.io.shard_write import quantized_flow, update_shard, write_shard
+from amodalkit.io.shards import FLOW_QUANTUM, Video, flow_for_storage
 from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,
@@ -140,7 +140,8 @@ def test_cli_fills_shard_flow(small_shard: Path, capsys: pytest.CaptureFixture[s
             assert video.flow.dtype == np.float16 and video.flow.shape == (5, 50, 56, 2)
             assert video.flow_backward.dtype == np.float16
             expect = DISBackend().compute(video.frames)
-            np.testing.assert_allclose(video.flow, expect, atol=0.01, rtol=1e-3)
+            np.testing.assert_array_equal(video.flow, quantized_flow(flow_for_storage(expect)))
+            assert np.abs(video.flow - expect).max() <= FLOW_QUANTUM / 2 + 2 ** -10 * np.abs(expect).max()
     code, out, _ = run(capsys, "flow", str(small_shard), "--quiet")
     assert code == 0 and "1 already had it" in out
 

@@ -14,7 +14,8 @@ from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shard_write import quantized_flow, write_shard
+from amodalkit.io.shards import flow_for_storage
 from amodalkit.ops.masks import decode_compressed_rle
 from amodalkit.preprocess.tracks.build import build_tracks_shard, list_frame_files, tracks_to_video
 from amodalkit.preprocess.tracks.formats import (
@@ -328,8 +329,9 @@ def test_cli_flow_checkpoint_and_device_reach_the_backend(tmp_path: Path, mots_t
     with ShardReader(out) as r:
         video = r.read_video(0)
     dis = backends.DISBackend()
-    np.testing.assert_allclose(video.flow, dis.compute(video.frames), atol=0.01, rtol=1e-3)
-    np.testing.assert_allclose(video.flow_backward, dis.compute_backward(video.frames), atol=0.01, rtol=1e-3)
+    np.testing.assert_array_equal(video.flow, quantized_flow(flow_for_storage(dis.compute(video.frames))))
+    np.testing.assert_array_equal(video.flow_backward,
+                                  quantized_flow(flow_for_storage(dis.compute_backward(video.frames))))
 
 
 def test_cli_flownet2_without_weights_is_one_line_error(tmp_path: Path, mots_txt: Path, capsys) -> None:
