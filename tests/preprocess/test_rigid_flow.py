@@ -116,6 +116,22 @@ def test_an_untracked_patch_is_fitted_as_its_own_layer(dx: int, dy: int, seed: i
     assert (backward[np.roll(square, (dy, dx), axis=(0, 1))] == (-dx, -dy)).all()
 
 
+def test_a_sliver_beside_a_still_object_moves_with_the_texture_it_reveals() -> None:
+    # a square sliding right by 2 from behind a still object: at t only its right part shows, and
+    # both shifts 0 and 2 land it on its colour; only 2 explains the colour appearing at its right
+    h, w = 12, 30
+    frames = np.zeros((2, h, w, 3), np.uint8)
+    ids = np.zeros((2, h, w), np.uint16)
+    for t, x in ((0, 10), (1, 12)):
+        frames[t, 3:9, x:x + 8] = (200, 40, 40)
+        frames[t, :, :14] = (40, 200, 40)
+        ids[t, :, :14] = 1
+    forward = patch_flow(frames[0], ids[0], frames[1], ids[1], np.zeros((1, 2)))
+    sliver = np.zeros((h, w), bool)
+    sliver[3:9, 14:18] = True
+    assert (forward[sliver] == (2, 0)).all() and not forward[~sliver].any()
+
+
 def test_rigid_layers_moves_the_texture_no_track_claims(cg_savos: Path) -> None:
     layers, zero = get_flow_backend("rigid:layers"), get_flow_backend("rigid:zero")
     assert layers.name == "rigid:layers" and "patches" in layers.provenance["background"]
@@ -133,4 +149,4 @@ def test_rigid_layers_moves_the_texture_no_track_claims(cg_savos: Path) -> None:
             moving += int(patch.sum())
             right += int((patch & (fwd == exact).all(axis=-1)).sum())
             right_zero += int((patch & (fwd0 == exact).all(axis=-1)).sum())
-    assert moving > 0 and right_zero == 0 and right >= 0.8 * moving
+    assert moving > 0 and right_zero == 0 and right >= 0.99 * moving

@@ -4,8 +4,11 @@ On a still camera the background's own pixels do not move, but a frame can show 
 texture that no visible mask claims (Chewing Gum's ``savos2022`` square, drawn in the bottom
 object's box where the object's outline does not cover it). Each connected patch of
 background pixels whose colour differs from the background's dominant colour is taken as
-one more rigid layer: its integer shift to the next frame is the one under which the most of
-its pixels land on the same colour or behind an object (which may cover them). A uniform
+one more rigid layer: its integer shift to the next frame is the one under which the fewest
+of its pixels land on another colour in the open, plus the fewest of the next frame's open
+pixels of its colour nearby come from a pixel that could not have held it (another colour,
+not behind an object): so texture sliding out from behind an object moves with the part it
+reveals, not with the object it touches. A uniform
 patch can fit several shifts equally; then the shift of a tracked object the patch touches
 wins (texture next to an object most likely moves with it), then the one landing the most
 pixels on the same colour, then the smaller shift. The rest of the background keeps zero flow.
@@ -34,6 +37,18 @@ def dominant_colour(colours: np.ndarray, where: np.ndarray) -> int | None:
     return int(unique[np.argmax(counts)])
 
 
+def _unexplained(sy: np.ndarray, sx: np.ndarray, colours: np.ndarray, ids: np.ndarray, colour: int) -> int:
+    """How many target pixels of the patch's colour have a source (sy, sx) that could not have held it.
+
+    A source explains the colour when it has that colour, lies behind an object (the texture
+    may have been covered there) or falls outside the frame.
+    """
+    h, w = ids.shape
+    inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    sy, sx = sy[inside], sx[inside]
+    return int(np.count_nonzero((colours[sy, sx] != colour) & (ids[sy, sx] == 0)))
+
+
 def patch_flow(frame: np.ndarray, ids: np.ndarray, target: np.ndarray, target_ids: np.ndarray,
                object_shifts: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """(H, W, 2) flow from `frame` to `target` on the untracked patches of `frame` (zero elsewhere).
@@ -60,6 +75,10 @@ def patch_flow(frame: np.ndarray, ids: np.ndarray, target: np.ndarray, target_id
         patch = labels == label
         ys, xs = np.nonzero(patch)
         colour = colours[ys[0], xs[0]]
+        y0, y1 = max(ys.min() - radius, 0), min(ys.max() + radius + 1, h)
+        x0, x1 = max(xs.min() - radius, 0), min(xs.max() + radius + 1, w)
+        qy, qx = np.nonzero((target_colours[y0:y1, x0:x1] == colour) & ~covered[y0:y1, x0:x1])
+        qy, qx = qy + y0, qx + x0
         touching = np.unique(ids[cv2.dilate(patch.astype(np.uint8), ring) > 0])
         neighbours = {tuple(int(v) for v in object_shifts[k - 1]) for k in touching
                       if 0 < k <= len(object_shifts)}
@@ -70,7 +89,7 @@ def patch_flow(frame: np.ndarray, ids: np.ndarray, target: np.ndarray, target_id
             ty, tx = ty[inside], tx[inside]
             same = np.count_nonzero(target_colours[ty, tx] == colour)
             bad = (np.count_nonzero((target_colours[ty, tx] != colour) & ~covered[ty, tx])
-                   + np.count_nonzero(~inside))
+                   + np.count_nonzero(~inside) + _unexplained(qy - dy, qx - dx, colours, ids, colour))
             score = (bad, (dx, dy) not in neighbours, -same)
             if best is None or score < best:
                 best, best_shift = score, (dx, dy)
