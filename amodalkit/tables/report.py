@@ -194,9 +194,10 @@ def format_results_md(results: dict) -> str:
     cfg = results["config"]
     entries = [e for e in results["methods"].values() if not e["ablation"]]
     first = entries[0]["evaluation"]
+    seed_line = f"Seeds {', '.join(map(str, cfg['seeds']))}." if cfg.get("seeds") else f"Seed {cfg['seed']}."
     lines = ["# Benchmark: amodal mean IoU on the test split", "",
              f"Data: `{cfg['data']}` ({first['n_videos']} test videos, {first['n_object_frames']} scored "
-             f"object-frames, {first['n_occluded_object_frames']} with hidden pixels). Seed {cfg['seed']}.",
+             f"object-frames, {first['n_occluded_object_frames']} with hidden pixels). {seed_line}",
              f"Produced by `{results['command']}` (every setting in `config.json`).", "",
              f"Scoring protocol: `{first.get('protocol', 'official')}`; flow: `{first.get('flow') or 'none'}`"
              + (" (the generator's exact flow: an upper bound, not the paper's protocol)."

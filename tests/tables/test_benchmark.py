@@ -249,7 +249,8 @@ def test_seeds_give_mean_and_spread(cg_savos: Path, tmp_path: Path) -> None:
     assert (tmp_path / "s" / "runs" / "unet" / "seed-1" / "best.safetensors").is_file()
     assert "spread" not in results["methods"]["convex"]
     md = (tmp_path / "s" / "results.md").read_text()
-    assert " ± " in md and "Convex hull vs Supervised U-Net (oracle)" in md and "--seeds 0,1" in md
+    assert " ± " in md and "Seeds 0, 1." in md and "--seeds 0,1" in md
+    assert "Convex hull vs Supervised U-Net (oracle)" in md
     assert "seed-1" in unet["per_seed"]["1"]["commands"]["evaluate"]
     with pytest.raises(AmodalkitError, match="--seeds needs distinct"):
         _tiny(cg_savos, tmp_path / "t", methods="convex", seeds=[1, 1]).validate()
