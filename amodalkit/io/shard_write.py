@@ -17,12 +17,12 @@ from amodalkit.io.shards import (
     COMPRESSION,
     ESTIMATED_FLOW_COMPRESSION,
     FLOW_FIELDS,
-    FLOW_QUANTUM,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     Video,
     _all_finite,
     _dtype_ok,
+    quantized_flow,
     validate_video,
 )
 
@@ -32,15 +32,6 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, chunks: tuple[int, ...]
     """The one ``create_dataset``: chunked and compressed where `chunks` is given and data not empty."""
     opts = compression if chunks is not None and data.size else {}
     group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
-
-
-def quantized_flow(flow: np.ndarray) -> np.ndarray:
-    """`flow` rounded to ``FLOW_QUANTUM`` px, as float16: how estimated flow is stored (overflow -> inf)."""
-    steps = np.multiply(flow, 1 / FLOW_QUANTUM, dtype=np.float32)  # a new array: the caller's stays
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.rint(steps, out=steps)
-        np.multiply(steps, FLOW_QUANTUM, out=steps)
-        return steps.astype(np.float16)
 
 
 def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:

@@ -145,6 +145,15 @@ class Video:
 FLOW_STORAGE_MAX = float(np.finfo(np.float16).max)
 
 
+def quantized_flow(flow: np.ndarray) -> np.ndarray:
+    """`flow` rounded to ``FLOW_QUANTUM`` px as float16: how shards store estimated flow (overflow: inf)."""
+    steps = np.multiply(flow, 1 / FLOW_QUANTUM, dtype=np.float32)  # a new array: the caller's stays
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.rint(steps, out=steps)
+        np.multiply(steps, FLOW_QUANTUM, out=steps)
+        return steps.astype(np.float16)
+
+
 def flow_for_storage(flow: np.ndarray) -> np.ndarray:
     """Flow as shards store it: float16, clipped to its finite range (T-1, H, W, 2)."""
     return np.clip(flow, -FLOW_STORAGE_MAX, FLOW_STORAGE_MAX).astype(np.float16)

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import quantized_flow, replace_flow, update_shard, write_shard
+from amodalkit.io.shard_write import replace_flow, update_shard, write_shard
 from amodalkit.io.shards import (
     ALL_FIELDS,
     FLOW_QUANTUM,
@@ -19,6 +19,7 @@ from amodalkit.io.shards import (
     Video,
     _all_finite,
     expand_shard_paths,
+    quantized_flow,
 )
 
 

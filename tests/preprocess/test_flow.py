@@ -12,8 +12,8 @@ from amodalkit.datasets.chewing_gum import generate_video, make_config, video_se
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.flowio import read_flo, read_kitti_png, write_flo
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import quantized_flow, update_shard, write_shard
-from amodalkit.io.shards import FLOW_QUANTUM, Video, flow_for_storage
+from amodalkit.io.shard_write import update_shard, write_shard
+from amodalkit.io.shards import FLOW_QUANTUM, Video, flow_for_storage, quantized_flow
 from amodalkit.preprocess.flow.backends import (
     BACKENDS,
     DISBackend,

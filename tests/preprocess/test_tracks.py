@@ -14,8 +14,8 @@ from amodalkit.cli.app import main
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.shard_read import ShardReader
-from amodalkit.io.shard_write import quantized_flow, write_shard
-from amodalkit.io.shards import flow_for_storage
+from amodalkit.io.shard_write import write_shard
+from amodalkit.io.shards import flow_for_storage, quantized_flow
 from amodalkit.ops.masks import decode_compressed_rle
 from amodalkit.preprocess.tracks.build import build_tracks_shard, list_frame_files, tracks_to_video
 from amodalkit.preprocess.tracks.formats import (
