@@ -60,10 +60,13 @@ def zoo_download(name: str, quiet: bool) -> None:
               help="Copy the data to OUT/data-BACKEND and fill its flow with this backend first, so every "
                    "row trains and is scored on the same estimated flow (e.g. rigid, dis:fast, flownet2).")
 @click.option("--flow-checkpoint", default="", help="Weights of a network --flow backend.")
+@click.option("--jobs", default=1, show_default=True, type=int,
+              help="Trainings at once, in worker processes (cores/N threads each; GPUs round-robin); "
+                   "rows are scored after every training has finished.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int, seeds: str | None,
               epochs: tuple[str, ...], budget_minutes: float, ablations: bool, tta: bool, tta_max_iters: int,
-              protocol: str, flow: str, flow_checkpoint: str, quiet: bool) -> None:
+              protocol: str, flow: str, flow_checkpoint: str, jobs: int, quiet: bool) -> None:
     """Train, score and compare methods: results.json, results.md (Table 1 layout), figure.png.
 
     \b
@@ -84,7 +87,8 @@ def benchmark(data: Path, out: Path, methods: str | None, device: str, seed: int
     _hold(out)
     cfg = benchmark_config(data, out, methods, epochs, ablations, device=device, seed=seed, seeds=seed_list,
                            budget_minutes=budget_minutes, tta=tta, tta_max_iters=tta_max_iters,
-                           protocol=protocol, flow=flow, flow_checkpoint=flow_checkpoint, quiet=quiet)
+                           protocol=protocol, flow=flow, flow_checkpoint=flow_checkpoint, jobs=jobs,
+                           quiet=quiet)
     run_benchmark(cfg)
     click.echo((out / "results.md").read_text().rstrip())
     extra = ", ablations.md" if ablations else ""

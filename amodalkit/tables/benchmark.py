@@ -11,7 +11,8 @@ The results folder::
     RESULTS_DIR/
       config.json            BenchmarkConfig; a rerun must use the same one
       methods/ROW.json       one finished row: metrics, timings, training summary, commands
-      runs/ROW/              training run folders (amodalkit.engine.runlog layout), resumed when interrupted
+      runs/ROW/              training run folders (amodalkit.engine.runlog layout), resumed when interrupted;
+                             with ``jobs`` > 1 they train in worker processes first, then every row is scored
       results.json           config + every row
       results.md             the paper's Table 1 layout (+ training and inference cost)
       ablations.md           the paper's Table 2 layout (with ablations)
@@ -44,7 +45,7 @@ from amodalkit.tables.config import BenchmarkConfig
 from amodalkit.tables.flow_copy import prepare_flow_copy
 from amodalkit.tables.plan import Row, build_row_method, claim_results_dir, find_splits, plan_rows
 from amodalkit.tables.report import format_ablations_md, format_results_md, write_figure
-from amodalkit.tables.train import PROGRESS, train_row_run
+from amodalkit.tables.train import PROGRESS, row_run_dir, train_row_run, train_rows_in_parallel
 
 
 class TimedMethod(AmodalMethod):
@@ -95,8 +96,7 @@ def run_row(cfg: BenchmarkConfig, row: Row, test: list[Path]) -> dict:
     seeds = cfg.seed_list()
     entries = []
     for seed in seeds:
-        run_dir = Path(cfg.out) / "runs" / row.run
-        run_dir = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
+        run_dir = row_run_dir(cfg, row, seed)
         seeded = replace(cfg, seed=seed)
         entries.append(score_row(seeded, row, test, run_dir, train_row_run(seeded, row, run_dir)))
     return entries[0] if len(entries) == 1 else combine_seeds(entries, seeds)
@@ -158,6 +158,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     methods_dir = out / "methods"
     remove_stale_temps(out)
     remove_stale_temps(methods_dir)
+    if cfg.jobs > 1:
+        train_rows_in_parallel(cfg, [r for r in rows if not (methods_dir / f"{r.name}.json").is_file()],
+                               cfg.jobs)
     entries = {}
     bar = tqdm(rows, desc="benchmark", unit="method", disable=cfg.quiet)
     for row in bar:

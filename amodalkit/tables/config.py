@@ -68,6 +68,8 @@ class BenchmarkConfig:
     flow: str = ""
     #: weights of a network --flow backend (flownet2, ptlflow:NAME)
     flow_checkpoint: str = ""
+    #: trainings at once, in worker processes (cores // jobs threads each; round-robin over GPUs)
+    jobs: int = 1
     quiet: bool = False
 
     def validate(self) -> None:
@@ -90,8 +92,8 @@ class BenchmarkConfig:
         for name, b in self.train.items():
             if b.epochs < 1 or b.batch_size < 1 or b.lr <= 0 or b.max_steps < 0:
                 raise AmodalkitError(f"{name}: epochs and batch size must be at least 1, lr positive")
-        if self.budget_minutes < 0 or self.tta_max_iters < 1 or self.figure_frames < 1:
-            raise AmodalkitError("--budget-minutes must be >= 0, --tta-max-iters and figure frames >= 1")
+        if self.budget_minutes < 0 or self.tta_max_iters < 1 or self.figure_frames < 1 or self.jobs < 1:
+            raise AmodalkitError("--budget-minutes must be >= 0; --jobs, --tta-max-iters, figure frames >= 1")
         if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise AmodalkitError(f"--seeds needs distinct seeds >= 0, got {self.seeds}")
 
@@ -106,9 +108,14 @@ class BenchmarkConfig:
         return list(self.seeds) or [self.seed]
 
     def record(self) -> dict:
-        """The JSON form saved as config.json (without settings that do not change numbers)."""
+        """The JSON form saved as config.json (without settings that do not change numbers).
+
+        ``jobs`` is left out so that a run can resume with another; the threads each training
+        used are in its ``benchmark_progress.json`` (they can change the last bits of the weights).
+        """
         data = asdict(self)
         data.pop("quiet")
+        data.pop("jobs")
         return json.loads(json.dumps(data))
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from amodalkit.models.registry import list_models
 from amodalkit.models.savos.config import ABLATIONS
 from amodalkit.tables.benchmark import run_benchmark
 from amodalkit.tables.config import BenchmarkConfig, TrainBudget, benchmark_config, parse_epochs
+from amodalkit.tables.plan import plan_rows
+from amodalkit.tables.train import train_row_run, train_rows_in_parallel
 from amodalkit.viz import LABEL_WIDTH
 
 TINY_SAVOS = {"preset": "small", "crop": "16x16", "channels": "8,8,8,16", "hidden": 16, "clip_len": 0,
@@ -254,3 +258,22 @@ def test_seeds_give_mean_and_spread(cg_savos: Path, tmp_path: Path) -> None:
     assert "seed-1" in unet["per_seed"]["1"]["commands"]["evaluate"]
     with pytest.raises(AmodalkitError, match="--seeds needs distinct"):
         _tiny(cg_savos, tmp_path / "t", methods="convex", seeds=[1, 1]).validate()
+
+
+def test_jobs_train_in_workers_like_in_process(cg_savos: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = _tiny(cg_savos, tmp_path / "par", jobs=2)
+    cfg.ablations = ["no_flow"]
+    results = run_benchmark(cfg)
+    assert set(results["methods"]) == {"savos", "savos-no_flow"}
+    assert "jobs" not in _strict_json(tmp_path / "par" / "config.json")
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for name in ("savos", "savos-no_flow"):
+        assert results["methods"][name]["training"]["threads"] == threads
+    row = next(r for r in plan_rows(cfg) if r.name == "savos-no_flow")
+    alone = train_row_run(replace(cfg, out=str(tmp_path / "seq")), row, tmp_path / "seq" / "run", threads)
+    worker = tmp_path / "par" / "runs" / "savos-no_flow" / "best.safetensors"
+    ca, cw = read_checkpoint(alone), read_checkpoint(worker)
+    a, w = ca.state_dict, cw.state_dict
+    assert a.keys() == w.keys() and all(torch.equal(a[k], w[k]) for k in a), (ca.extra, cw.extra)
+    assert train_rows_in_parallel(cfg, plan_rows(cfg), 2) == 0
