@@ -8,8 +8,9 @@ official layout's (issue 17). "Direct" rows skip HDF5's filter pipeline: each ch
 here (HDF5's byte shuffle: byte planes one after another) and compressed with ISA-L's zlib stream
 (``isal_zlib.compress``, the same format as the deflate filter, so a plain h5py reads the file),
 then stored with ``write_direct_chunk``. The datasets keep the declared gzip + shuffle filters.
-Every file is read back with h5py and compared with the videos; rows interleave (order rotating
-every repeat); CPU is ``time.process_time`` per video, one compute thread.
+Every file is read back with h5py (``bench_generator._read_back``) and compared with the
+videos; rows interleave (order rotating every repeat); CPU is ``time.process_time`` per video,
+one compute thread.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+from bench_generator import _read_back, write_layout
 from isal import isal_zlib
 from machine import cpu_name
 
 from amodalkit.datasets import chewing_gum as cg
 from amodalkit.io.shard_write import write_shard
-from amodalkit.io.shards import Video, validate_video
-
-FIELDS = ("frames", "visible_ids", "amodal", "flow", "flow_backward")
+from amodalkit.io.shards import Video
 
 
 def _direct(group: h5py.Group, name: str, data: np.ndarray, axis: int, per_chunk: int, level: int) -> None:
@@ -76,24 +76,6 @@ def direct_writer(level: int, per_chunk: int = 1) -> Callable[[h5py.Group, Video
     return write
 
 
-def write_direct(path: Path, videos: list[Video], writer: Callable[[h5py.Group, Video], None]) -> None:
-    """A shard-like file (validated videos, one group each) written by `writer`."""
-    with h5py.File(path, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
-        root = f.create_group("videos")
-        for v in videos:
-            validate_video(v)
-            writer(root.create_group(v.name), v)
-
-
-def check(path: Path, videos: list[Video]) -> None:
-    """Every per-frame field of every video read back with h5py equals the generated array."""
-    with h5py.File(path, "r") as f:
-        for v in videos:
-            g = f["videos"][v.name]
-            for name in FIELDS:
-                assert np.array_equal(g[name][()], np.asarray(getattr(v, name))), (path, v.name, name)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=100)
@@ -115,6 +97,7 @@ def main() -> None:
     names = list(rows)
     cpu: dict[str, list[float]] = {name: [] for name in names}
     size: dict[str, int] = {}
+    reads: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for r in range(args.repeats):
             for j in range(len(names)):
@@ -124,18 +107,19 @@ def main() -> None:
                 if rows[name] is None:
                     write_shard(path, videos)
                 else:
-                    write_direct(path, videos, rows[name])
+                    write_layout(path, videos, rows[name])
                 cpu[name].append((time.process_time() - c0) / len(videos))
                 size[name] = path.stat().st_size
                 if r == 0:
-                    check(path, videos)
+                    reads[name] = _read_back(path, videos)  # asserts the arrays read back equal
                 path.unlink()
     base = min(cpu[names[0]])
-    print("\nwrite CPU ms/video min / median, min ratio to write_shard, kB/video (read back equal):")
+    print("\nwrite CPU ms/video min / median, min ratio to write_shard, kB/video, read-back CPU ms/video"
+          " (fields whole | frame by frame):")
     for name in names:
-        c = cpu[name]
+        c, (whole, by_frame) = cpu[name], reads[name]
         print(f"  {name:42s} {min(c) * 1e3:5.2f} / {statistics.median(c) * 1e3:5.2f}  x{min(c) / base:.2f}  "
-              f"{size[name] / len(videos) / 1e3:6.1f} kB")
+              f"{size[name] / len(videos) / 1e3:6.1f} kB  read {whole * 1e3:5.2f} | {by_frame * 1e3:6.2f}")
 
 
 if __name__ == "__main__":
