@@ -15,6 +15,8 @@ from other jobs hits each alike:
 * "official layout": the stand-in for the official generator: the first release's renderer
   and the official release's files (one PNG and one pickle of the object dict per frame).
   Its ~43 videos/s matched the official generator's own ~45 videos/s on one core.
+* "former layout": the new renderer and the shard layout before the chunk encoder (h5py's gzip
+  level 3 + shuffle, one frame per chunk), the reference for the shipped ``write_shard``.
 
 CPU time is the process's, from ``time.process_time``; min and median over the repeats.
 Then a cProfile of "generate + write" and, unless ``--no-layouts``, the HDF5 write of the same
@@ -47,7 +49,7 @@ import numpy as np
 
 from amodalkit.datasets import chewing_gum as cg
 from amodalkit.io.shard_write import write_shard
-from amodalkit.io.shards import Video, validate_video
+from amodalkit.io.shards import SCHEMA_NAME, SCHEMA_VERSION, Video, validate_video
 from amodalkit.ops.masks import never_visible_pixels
 
 FIELDS = ("frames", "visible_ids", "amodal", "flow", "flow_backward")
@@ -121,12 +123,14 @@ def first_release_as_video(cfg: cg.ChewingGumConfig, seed: np.random.SeedSequenc
 
 
 def write_layout(path: Path, videos: Iterable[Video], writer: Callable[[h5py.Group, Video], None]) -> None:
-    """A shard-like file (validated videos, one group each) written with another layout."""
-    with h5py.File(path, "w", libver=("earliest", "v110")) as f:
+    """A shard (validated videos, one group each, the root attributes ShardReader reads) in another layout."""
+    with h5py.File(path, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
+        f.attrs.update({"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "provenance": "{}"})
         root = f.create_group("videos")
         for v in videos:
             validate_video(v)
             writer(root.create_group(v.name), v)
+        f.attrs["n_videos"] = len(root)
 
 
 def digest(arrays: dict | Video) -> str:
@@ -182,7 +186,7 @@ class Runs:
 def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
     """Time the rows interleaved; check the new arrays equal the first release's."""
     cfg = cg.make_config("savos2022")
-    proposed = _layout_writer("gzip", 3, "frame")
+    former = _layout_writer("gzip", 3, "frame")  # the layout write_shard had before issue 17's chunk encoder
     seeds = [cg.video_seed(0, "train", i) for i in range(n)]
 
     def render_new() -> None:
@@ -211,7 +215,7 @@ def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
                     write_shard(path, (first_release_as_video(cfg, seeds[i], name) for i, name in names))
                 else:
                     videos = (cg.generate_video(cfg, seeds[i], name) for i, name in names)
-                    write_layout(path, videos, proposed)
+                    write_layout(path, videos, former)
         return run
 
     def official(r: int) -> Callable[[], None]:
@@ -232,7 +236,7 @@ def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
         ("generate + write, --jobs 1", ours),
         ("official layout (first-release render)", official),
         ("generate + write, first-release render", lambda r: shards(r, "old-write")),
-        ("generate + write, proposed layout", lambda r: shards(r, "proposed")),
+        ("generate + write, former layout", lambda r: shards(r, "former")),
     ]
     sizes: dict[str, tuple[int, int]] = {}
     for r in range(repeats):
@@ -240,7 +244,7 @@ def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
             name, make = rows[(j + r) % len(rows)]
             runs.time(name, n, make(r))
         runs.time("generate + write, --jobs 2", n, ours_jobs2(r))
-        for kind in ("ours", "official", "jobs2-", "old-write", "proposed"):
+        for kind in ("ours", "official", "jobs2-", "old-write", "former"):
             out = tmp / f"{kind}{r}"
             files = [p for p in out.rglob("*") if p.is_file() and p.name != "chewing_gum.json"]
             sizes[kind] = (sum(p.stat().st_size for p in files), len(files))
@@ -249,12 +253,12 @@ def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
     for name, _ in rows:
         print(runs.line(name))
     print(runs.line("generate + write, --jobs 2") + "  (CPU: parent process only)")
-    print(f"bytes/video: amodalkit shard {sizes['ours'][0] / n / 1e3:.1f} kB (proposed layout "
-          f"{sizes['proposed'][0] / n / 1e3:.1f} kB), official layout "
+    print(f"bytes/video: amodalkit shard {sizes['ours'][0] / n / 1e3:.1f} kB (former layout "
+          f"{sizes['former'][0] / n / 1e3:.1f} kB), official layout "
           f"{sizes['official'][0] / n / 1e3:.1f} kB ({sizes['official'][1] // n} files/video)")
     ours, official = "generate + write, --jobs 1", "official layout (first-release render)"
     render, old = "render, new", "render, first release"
-    before, proposal = "generate + write, first-release render", "generate + write, proposed layout"
+    before, former = "generate + write, first-release render", "generate + write, former layout"
     print(f"CPU split (min): ours render {min(runs.cpu(render)) * 1e3:.2f} + shard write "
           f"{(min(runs.cpu(ours)) - min(runs.cpu(render))) * 1e3:.2f}; official render "
           f"{min(runs.cpu(old)) * 1e3:.2f} + PNG/pickle files "
@@ -267,7 +271,8 @@ def main_rows(n: int, repeats: int, tmp: Path) -> dict[str, float]:
         "generate+write / official (user CPU only, min)": min(runs.user[ours]) / min(runs.user[official]),
         "generate+write / official (wall, min)": min(runs.wall[ours]) / min(runs.wall[official]),
         "generate+write, first-release render / shipped (CPU)": min(runs.cpu(before)) / min(runs.cpu(ours)),
-        "proposed layout / official (CPU, min)": min(runs.cpu(proposal)) / min(runs.cpu(official)),
+        "former layout / official (CPU, min)": min(runs.cpu(former)) / min(runs.cpu(official)),
+        "former layout / shipped (CPU, min)": min(runs.cpu(former)) / min(runs.cpu(ours)),
     }
     for name, value in ratios.items():
         print(f"ratio {name}: {value:.2f}")
@@ -292,7 +297,7 @@ def profile_ours(n: int, tmp: Path) -> None:
     parts = ("_sample_savos2022", "scene_layers", "_all_seen", "paint_scene")
     rows += [(f"  {name}", cum[name]) for name in parts]
     rows += [("shard write: write_shard minus the drawing it pulls", shard - draw),
-             ("  _write_video (create_dataset: filters, chunks)", cum["_write_video"]),
+             ("  _write_video (datasets, chunk encoding)", cum["_write_video"]),
              ("  validate_video", cum["validate_video"]),
              ("rest (shard checks, joblib, file open/rename)", total - shard)]
     for label, seconds in rows:
@@ -360,7 +365,7 @@ def layouts(n: int, repeats: int, tmp: Path) -> None:
     cfg = cg.make_config("savos2022")
     videos = [cg.generate_video(cfg, cg.video_seed(0, "train", i), f"{i:06d}") for i in range(n)]
     variants: dict[str, Callable[[h5py.Group, Video], None] | None] = {
-        "write_shard (gzip-4 + shuffle, shipped)": None,
+        "write_shard (shipped: ISA-L 1, 4 frames/chunk)": None,
         "same via h5py: gzip-4 + shuffle": _layout_writer("gzip", 4),
         "gzip-3 + shuffle": _layout_writer("gzip", 3),
         "gzip-4 + shuffle, amodal (K,1,H,W)": _layout_writer("gzip", 4, "frame"),

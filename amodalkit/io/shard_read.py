@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 import h5py
 import numpy as np
+from h5py import h5d
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size
@@ -94,11 +96,18 @@ def _dataset(g: h5py.Group, name: str, video: str, path: Path) -> h5py.Dataset:
     return obj
 
 
+#: datasets a reader keeps open (most recently read first out last): reopening one costs more than
+#: reading a frame, and an open dataset keeps its last chunk (HDF5's chunk cache, 1 MiB each at most)
+OPEN_DATASETS = 32
+
+
 class ShardReader:
     """Read-only access to one shard; validates the whole layout on open.
 
     The h5py handle is opened lazily and re-opened in a forked child (DataLoader worker),
-    never shared across ``fork``.
+    never shared across ``fork``. The last ``OPEN_DATASETS`` datasets read stay open, so
+    frame-by-frame and random single-frame reads neither look them up again nor decode a
+    chunk twice in a row.
     """
 
     def __init__(self, path: str | Path | RemoteShard) -> None:
@@ -106,6 +115,7 @@ class ShardReader:
         self._file: h5py.File | None = None
         self._remote: IO[bytes] | None = None
         self._pid: int | None = None
+        self._open: OrderedDict[tuple[int, str], h5py.Dataset] = OrderedDict()
         try:
             self._open_and_validate()
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
@@ -130,6 +140,7 @@ class ShardReader:
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
+            self._open = OrderedDict()
             if not self.path.exists():
                 raise AmodalkitError("shard file does not exist", self.path)
             try:
@@ -212,6 +223,7 @@ class ShardReader:
 
     def close(self) -> None:
         """Close the h5py handle (it re-opens on the next read)."""
+        self._open = OrderedDict()
         if self._pid == os.getpid():
             if self._file is not None:
                 self._file.close()
@@ -225,19 +237,34 @@ class ShardReader:
         state["_file"] = None
         state["_remote"] = None
         state["_pid"] = None
+        state["_open"] = OrderedDict()
         return state
 
     def meta(self, index: int) -> dict:
         """Shape facts of video `index` without reading its arrays."""
         return self._meta[index]
 
+    def _dataset(self, index: int, name: str) -> h5py.Dataset:
+        """Dataset `name` of video `index`, from the open ones when it is among them."""
+        f = self._handle()
+        key = (index, name)
+        ds = self._open.get(key)
+        if ds is not None:
+            self._open.move_to_end(key)
+            return ds
+        if name not in self._meta[index]["fields"]:
+            raise AmodalkitError(f"video {self.video_names[index]!r} has no {name!r}", self.path)
+        where = f"videos/{self.video_names[index]}/{name}".encode()
+        ds = self._open[key] = h5py.Dataset(h5d.open(f.id, where))  # one path lookup, not three
+        if len(self._open) > OPEN_DATASETS:
+            self._open.popitem(last=False)
+        return ds
+
     def read_field(self, index: int, name: str, selection: object = ()) -> np.ndarray:
         """Read one dataset (optionally a slice of it) of video `index`."""
-        g = self._handle()["videos"][self.video_names[index]]
-        if name not in g:
-            raise AmodalkitError(f"video {self.video_names[index]!r} has no {name!r}", self.path)
+        ds = self._dataset(index, name)
         try:
-            data = g[name][selection]
+            data = ds[selection]
         except (OSError, RuntimeError) as exc:
             raise AmodalkitError(f"cannot read {name!r} of video {self.video_names[index]!r} "
                                  f"(corrupt data: {exc})", self.path) from exc

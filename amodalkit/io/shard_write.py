@@ -1,4 +1,4 @@
-"""Writing shards (the only module that calls ``create_dataset``): whole shards, and flow alone."""
+"""Writing shards (the only module that creates datasets): whole shards, and flow alone."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from h5py import h5d, h5p, h5s, h5t
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import atomic_path
+from amodalkit.io.chunk_codec import DEFLATE_LEVEL, chunk_blocks, encode_chunk, frames_per_chunk
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import (
-    COMPRESSION,
-    ESTIMATED_FLOW_COMPRESSION,
     FLOW_FIELDS,
     SCHEMA_NAME,
     SCHEMA_VERSION,
@@ -26,12 +26,60 @@ from amodalkit.io.shards import (
     validate_video,
 )
 
+#: small datasets (per-object and per-frame facts) up to this size go in the object header
+COMPACT_BYTES = 16 << 10
 
-def _put(group: h5py.Group, name: str, data: np.ndarray, chunks: tuple[int, ...] | None,
-         compression: dict = COMPRESSION) -> None:
-    """The one ``create_dataset``: chunked and compressed where `chunks` is given and data not empty."""
-    opts = compression if chunks is not None and data.size else {}
-    group.create_dataset(name, data=data, chunks=chunks if data.size else None, **opts)
+
+_TYPES: dict[np.dtype, h5t.TypeID] = {}
+
+
+def _type(dtype: np.dtype) -> h5t.TypeID:
+    """The HDF5 type of a numpy dtype (h5py's mapping: bool is h5py's enum), built once per dtype."""
+    dtype = np.dtype(dtype)
+    if dtype not in _TYPES:
+        tid = h5t.py_create(dtype)
+        if dtype.kind == "S":
+            tid = tid.copy()
+            tid.set_cset(h5t.CSET_UTF8)
+        _TYPES[dtype] = tid
+    return _TYPES[dtype]
+
+
+def _new_dataset(group: h5py.Group, name: str, data: np.ndarray, dcpl: h5p.PropDCID) -> h5d.DatasetID:
+    """The one dataset creation of amodalkit (no timestamps, so equal arrays give equal bytes)."""
+    dcpl.set_obj_track_times(False)
+    return h5d.create(group.id, name.encode(), _type(data.dtype), h5s.create_simple(data.shape), dcpl=dcpl)
+
+
+def _put(group: h5py.Group, name: str, data: np.ndarray) -> None:
+    """A small dataset, unchunked: compact (in the object header) up to ``COMPACT_BYTES``."""
+    data = np.ascontiguousarray(data)
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    if 0 < data.nbytes <= COMPACT_BYTES:
+        dcpl.set_layout(h5d.COMPACT)
+    ds = _new_dataset(group, name, data, dcpl)
+    if data.size:
+        ds.write(h5s.ALL, h5s.ALL, data, mtype=_type(data.dtype))
+
+
+def _put_chunked(group: h5py.Group, name: str, data: np.ndarray, axis: int = 0,
+                 windowed: bool = False) -> None:
+    """A per-frame dataset (frames along `axis`), chunked by :func:`frames_per_chunk`, chunks encoded here."""
+    data = np.ascontiguousarray(data)
+    if not data.size:
+        _put(group, name, data)
+        return
+    per = frames_per_chunk(data.nbytes // data.shape[axis], data.shape[axis], windowed)
+    chunk = list(data.shape)
+    chunk[axis] = per
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_chunk(tuple(chunk))
+    dcpl.set_shuffle()
+    dcpl.set_deflate(DEFLATE_LEVEL)
+    dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+    ds = _new_dataset(group, name, data, dcpl)
+    for offset, block in chunk_blocks(data, axis, per):
+        ds.write_direct_chunk(offset, encode_chunk(block))
 
 
 def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:
@@ -39,36 +87,28 @@ def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:
     return np.ascontiguousarray(flow, np.float16) if backend == "exact" else quantized_flow(flow)
 
 
-def _put_flow(group: h5py.Group, name: str, stored: np.ndarray, backend: str) -> None:
-    """A ``(T-1, H, W, 2)`` flow dataset (from :func:`_stored_flow`), one frame per chunk."""
-    n, h, w = stored.shape[:3]
-    _put(group, name, stored, (1, h, w, 2) if n else None,
-         COMPRESSION if backend == "exact" else ESTIMATED_FLOW_COMPRESSION)
+def _source_ids(ids: np.ndarray) -> np.ndarray:
+    """Source frame ids as fixed-length UTF-8 bytes (readers decode them to str)."""
+    encoded = [str(s).encode("utf-8") for s in ids]
+    return np.asarray(encoded, dtype=f"S{max([len(b) for b in encoded], default=1) or 1}")
 
 
 def _write_video(group: h5py.Group, v: Video) -> None:
-    h, w = v.size
-    k = v.num_objects
-
-    _put(group, "frames", np.ascontiguousarray(v.frames, np.uint8), (1, h, w, 3))
-    _put(group, "visible_ids", np.ascontiguousarray(v.visible_ids, np.uint16), (1, h, w))
-    _put(group, "amodal", np.ascontiguousarray(v.amodal, bool), (k, 1, h, w) if k else None)
-    _put(group, "amodal_annotated", np.asarray(v.amodal_annotated, bool), None)
-    _put(group, "presence", np.asarray(v.presence, bool), None)
-    _put(group, "track_ids", np.asarray(v.track_ids, np.int64), None)
-    group.create_dataset(
-        "source_frame_ids", data=np.asarray([str(s) for s in v.source_frame_ids], dtype=object),
-        dtype=h5py.string_dtype(),
-    )
+    _put_chunked(group, "frames", v.frames.astype(np.uint8, copy=False))
+    _put_chunked(group, "visible_ids", v.visible_ids.astype(np.uint16, copy=False))
+    _put_chunked(group, "amodal", v.amodal.astype(bool, copy=False), axis=1)
+    _put(group, "amodal_annotated", np.asarray(v.amodal_annotated, bool))
+    _put(group, "presence", np.asarray(v.presence, bool))
+    _put(group, "track_ids", np.asarray(v.track_ids, np.int64))
+    _put(group, "source_frame_ids", _source_ids(v.source_frame_ids))
     for name in FLOW_FIELDS:
         arr = getattr(v, name)
         if arr is not None:
-            _put_flow(group, name, _stored_flow(arr, v.flow_backend), v.flow_backend)
+            _put_chunked(group, name, _stored_flow(arr, v.flow_backend), windowed=True)
     if v.object_class is not None:
-        _put(group, "object_class", np.asarray(v.object_class, np.int32), None)
+        _put(group, "object_class", np.asarray(v.object_class, np.int32))
     if v.pred_amodal is not None:
-        pred = np.ascontiguousarray(v.pred_amodal, np.uint8)
-        _put(group, "pred_amodal", pred, (k, 1, h, w) if k else None)
+        _put_chunked(group, "pred_amodal", v.pred_amodal.astype(np.uint8, copy=False), axis=1)
     group.attrs["provenance"] = json.dumps(v.provenance, sort_keys=True)
     group.attrs["flow_backend"] = v.flow_backend
 
@@ -162,7 +202,7 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
     returns its forward and backward flow, each ``(T-1, H, W, 2)``. Every other
     dataset and attribute goes into a temporary file beside the shard as an HDF5 object copy
     (compressed chunks move as stored, nothing is decoded or re-encoded); the new flow is
-    rounded to ``FLOW_QUANTUM`` px and written float16, one frame per chunk, gzip level 1, with the
+    rounded to ``FLOW_QUANTUM`` px and written float16 in the layout of :mod:`.chunk_codec`, with the
     video's ``flow_backend`` set, and the root provenance is updated with `provenance_update`.
     The file is synced and renamed over `path`, so a kill at any point leaves the old shard whole.
     """
@@ -187,7 +227,7 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
                 pair = flow_of(name, *inputs)
                 for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
                     stored = _checked_flow(flow, reader.meta(i), name, field_name, path, flow_backend)
-                    _put_flow(group, field_name, stored, flow_backend)
+                    _put_chunked(group, field_name, stored, windowed=True)
                 group.attrs["flow_backend"] = flow_backend
         _sync(tmp)
     _sync(path.parent)

@@ -12,7 +12,7 @@ Layout of one shard (``schema_version`` 1)::
         amodal_annotated  (K, T)         bool     where `amodal` is ground truth
         presence          (K, T)         bool     object k is in the scene at frame t
         track_ids         (K,)           int64    tracker / source identity of object k
-        source_frame_ids  (T,)           str      where each frame came from
+        source_frame_ids  (T,)           str      where each frame came from (UTF-8 bytes)
       optional:
         flow              (T-1, H, W, 2) float16  forward flow: I[t+1][y+v, x+u] ~ I[t][y, x]
         flow_backward     (T-1, H, W, 2) float16  backward flow: I[t][y+v, x+u] ~ I[t+1][y, x]
@@ -21,14 +21,16 @@ Layout of one shard (``schema_version`` 1)::
                                                   (`amodalkit predict --format shard`; its
                                                   method in the root provenance "prediction")
 
-Every per-frame dataset is chunked one frame per chunk (``amodal``: all objects of a frame in
-one chunk) and gzip-compressed (level 3, shuffle); estimated flow (any ``flow_backend`` but
-the generator's ``exact``) is rounded to :data:`FLOW_QUANTUM` px and gzip-compressed at level 1. Shards are
+Per-frame datasets are chunked along time and compressed (deflate + shuffle, any HDF5 reader
+decodes them) by the rule of :mod:`amodalkit.io.chunk_codec`: 4 frames per chunk for the fields
+read frame by frame, flow as many frames as fit in 1 MiB; small datasets are compact. Estimated
+flow (any ``flow_backend`` but the generator's ``exact``) is rounded to :data:`FLOW_QUANTUM` px.
+Shards written before this layout (one frame per chunk, h5py's gzip) read the same. Shards are
 written under a temporary name and renamed when complete, so a file with the final name is
 always whole; :func:`amodalkit.io.shard_write.replace_flow` rewrites only the flow datasets
 of a shard (the rest is copied as stored) under the same rule. This module holds the schema
 (the fields, :class:`Video`, :func:`validate_video`); :mod:`amodalkit.io.shard_write` is the
-only module that calls ``create_dataset`` and :mod:`amodalkit.io.shard_read` reads.
+only module that creates datasets and :mod:`amodalkit.io.shard_read` reads.
 
 Reading validates before allocating: attribute types (``schema_version`` and ``n_videos``
 integers, ``provenance`` a JSON object, ``flow_backend`` a string), that ``/videos`` and
@@ -59,20 +61,10 @@ SCHEMA_NAME = "amodalkit-shard"
 SCHEMA_VERSION = 1
 
 
-#: gzip level 3 (was 4 until this release: 40% faster writes, 3% larger; any h5py reads both)
-COMPRESSION = {"compression": "gzip", "compression_opts": 3, "shuffle": True}
-
-
 #: estimated flow (``amodalkit flow``, the KINS-Video-Car build, ``tracks --flow``) is stored rounded
 #: to this many pixels, float16's own spacing for 32-64 px motions, so the estimator's noise in
 #: the low bits is not stored (DIS flow 4x smaller) and compresses fast
 FLOW_QUANTUM = 1 / 32
-
-
-#: filter of that estimated flow: gzip level 1 (lzf was faster, but its output bytes vary from
-#: run to run on the same data, as liblzf's hash table is left uninitialised unless built with
-#: INIT_HTAB, so shards would not be byte-identical)
-ESTIMATED_FLOW_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
 REQUIRED_FIELDS = (
