@@ -9,7 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p, h5s, h5t
+from h5py import h5d, h5o, h5p, h5s, h5t
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import atomic_path
@@ -153,7 +153,7 @@ def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
 def _copy_member(source: h5py.Group, group: h5py.Group, member: str, path: Path) -> None:
     """HDF5 object copy of one member (chunks as stored, never decoded), errors naming the shard."""
     try:
-        source.copy(source[member], group, name=member)
+        h5o.copy(source.id, member.encode(), group.id, member.encode())
     except (KeyError, OSError, RuntimeError, ValueError) as exc:
         raise AmodalkitError(f"cannot copy {source.name}/{member} (corrupt shard: {exc})", path) from exc
 

@@ -137,18 +137,35 @@ class Video:
 FLOW_STORAGE_MAX = float(np.finfo(np.float16).max)
 
 
+def _cast(arr: np.ndarray, dtype: type) -> np.ndarray:
+    """`arr` as a new float16 or float32 array; between those two through torch, whose SIMD casts are
+    IEEE round-to-nearest-even like numpy's and 10x faster (numpy converts float16 element by element)."""
+    arr = np.asarray(arr)
+    if {arr.dtype, np.dtype(dtype)} == {np.dtype(np.float16), np.dtype(np.float32)}:
+        import torch
+
+        source = arr if arr.flags.c_contiguous and arr.flags.writeable else np.array(arr)
+        return torch.from_numpy(source).to(torch.float16 if dtype is np.float16 else torch.float32).numpy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(dtype)
+
+
 def quantized_flow(flow: np.ndarray) -> np.ndarray:
     """`flow` rounded to ``FLOW_QUANTUM`` px as float16: how shards store estimated flow (overflow: inf)."""
-    steps = np.multiply(flow, 1 / FLOW_QUANTUM, dtype=np.float32)  # a new array: the caller's stays
+    steps = _cast(flow, np.float32)  # a new array: the caller's stays
     with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(steps, 1 / FLOW_QUANTUM, out=steps)
         np.rint(steps, out=steps)
         np.multiply(steps, FLOW_QUANTUM, out=steps)
-        return steps.astype(np.float16)
+    return _cast(steps, np.float16)
 
 
 def flow_for_storage(flow: np.ndarray) -> np.ndarray:
     """Flow as shards store it: float16, clipped to its finite range (T-1, H, W, 2)."""
-    return np.clip(flow, -FLOW_STORAGE_MAX, FLOW_STORAGE_MAX).astype(np.float16)
+    stored = _cast(flow, np.float16)
+    if _all_finite(stored):  # nothing beyond float16's range: clipping would change nothing
+        return stored
+    return _cast(np.clip(flow, -FLOW_STORAGE_MAX, FLOW_STORAGE_MAX), np.float16)
 
 
 def _expected_shapes(v: Video) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:

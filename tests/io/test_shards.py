@@ -19,6 +19,7 @@ from amodalkit.io.shards import (
     Video,
     _all_finite,
     expand_shard_paths,
+    flow_for_storage,
     quantized_flow,
 )
 
@@ -420,3 +421,37 @@ def test_reader_keeps_recent_datasets_open_and_reads_the_same(tmp_path: Path) ->
         with pytest.raises(AmodalkitError, match="has no 'pred_amodal'"):
             r.read_field(0, "pred_amodal")
     assert not r._open
+
+
+def _numpy_flow_for_storage(flow: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.clip(flow, -65504, 65504).astype(np.float16)
+
+
+def _numpy_quantized_flow(flow: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.multiply(flow, 1 / FLOW_QUANTUM, dtype=np.float32)
+        return (np.rint(steps) * np.float32(FLOW_QUANTUM)).astype(np.float16)
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal float16 bits, NaN payloads aside (a NaN flow is refused on writing anyway)."""
+    nan = np.isnan(a)
+    return a.dtype == b.dtype == np.float16 and np.array_equal(nan, np.isnan(b)) and \
+        np.array_equal(a.view(np.uint16)[~nan], b.view(np.uint16)[~nan])
+
+
+def test_flow_casts_equal_numpy_on_every_float16_and_random_float32_bits() -> None:
+    every_half = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    floats = np.random.default_rng(0).integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32)
+    singles = floats.view(np.float32)
+    with np.errstate(invalid="ignore"):
+        small = singles * 1e-3
+    for arr in (every_half, singles, singles[::3], small):
+        assert _same_values(flow_for_storage(arr), _numpy_flow_for_storage(arr))
+        assert _same_values(quantized_flow(arr), _numpy_quantized_flow(arr))
+        half = _numpy_flow_for_storage(arr)
+        assert _same_values(quantized_flow(half), _numpy_quantized_flow(half))
+    readonly = singles.copy()
+    readonly.flags.writeable = False
+    assert _same_values(flow_for_storage(readonly), _numpy_flow_for_storage(readonly))
