@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -11,7 +12,7 @@ from typing import IO
 
 import h5py
 import numpy as np
-from h5py import h5d
+from h5py import h5d, h5g, h5o, h5t, h5z
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.images import check_size
@@ -20,7 +21,6 @@ from amodalkit.io.shards import (
     ALL_FIELDS,
     FLOW_FIELDS,
     MAX_EXPANSION,
-    OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
     SCHEMA_NAME,
     SCHEMA_VERSION,
@@ -75,25 +75,58 @@ def _json_attr(attrs: h5py.AttributeManager, name: str, label: str, path: Path) 
     return data
 
 
-def _dataset(g: h5py.Group, name: str, video: str, path: Path) -> h5py.Dataset:
-    """Member `name` of a video group, which must be a dataset whose bytes the file holds."""
-    obj = g.get(name)
-    if obj is None:
-        raise AmodalkitError(f"video {video!r}: missing dataset {name!r}", path)
-    if not isinstance(obj, h5py.Dataset):
-        raise AmodalkitError(f"video {video!r}: {name!r} must be a dataset, found a {type(obj).__name__}",
-                             path)
-    if obj.is_virtual or obj.external:
+_COMPRESSION_NAMES = {h5z.FILTER_DEFLATE: "gzip", h5z.FILTER_LZF: "lzf", h5z.FILTER_SZIP: "szip"}
+
+
+def _kind(oid: object) -> str:
+    """What an HDF5 object is, in h5py's words (for messages)."""
+    for cls, name in ((h5d.DatasetID, "Dataset"), (h5g.GroupID, "Group"), (h5t.TypeID, "Datatype")):
+        if isinstance(oid, cls):
+            return name
+    return type(oid).__name__
+
+
+def _open_member(gid: h5g.GroupID, name: str) -> object | None:
+    """The HDF5 object `name` of a group (h5py's low-level id), or None when there is none."""
+    try:
+        return h5o.open(gid, name.encode())
+    except KeyError:
+        return None
+
+
+class _ShapeOnly:
+    """Shape/dtype of a dataset, from its header, so validation never reads data."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = len(shape)
+
+
+def _dataset(oid: object, name: str, video: str, path: Path) -> _ShapeOnly | None:
+    """Member `name` of a video group (`oid`, its low-level id; None when absent): a dataset whose
+    bytes the file holds. Read from HDF5's headers through h5py's low-level API (a high-level
+    ``Dataset`` per check cost most of a shard's validation time)."""
+    if oid is None:
+        return None
+    if not isinstance(oid, h5d.DatasetID):
+        raise AmodalkitError(f"video {video!r}: {name!r} must be a dataset, found a {_kind(oid)}", path)
+    dcpl = oid.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5d.VIRTUAL or dcpl.get_external_count():
         raise AmodalkitError(f"video {video!r}: {name} is stored outside the shard (virtual or external "
                              "dataset)", path)
-    if h5py.check_string_dtype(obj.dtype) is None and obj.dtype.kind != "O":
-        declared = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize if obj.shape else 0
-        stored = obj.id.get_storage_size()
-        ratio = MAX_EXPANSION.get(obj.compression, max(MAX_EXPANSION.values())) if obj.chunks else 1
+    shape, dtype = tuple(oid.shape), oid.dtype
+    if h5py.check_string_dtype(dtype) is None and dtype.kind != "O":
+        declared = math.prod(shape) * dtype.itemsize if shape else 0
+        stored = oid.get_storage_size()
+        codes = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        compression = next((_COMPRESSION_NAMES[c] for c in codes if c in _COMPRESSION_NAMES), None)
+        ratio = MAX_EXPANSION.get(compression, max(MAX_EXPANSION.values())) if layout == h5d.CHUNKED else 1
         if declared > stored * ratio:
-            raise AmodalkitError(f"video {video!r}: {name} declares shape {obj.shape} ({declared} bytes) but "
+            raise AmodalkitError(f"video {video!r}: {name} declares shape {shape} ({declared} bytes) but "
                                  f"the file holds {stored} bytes of it (truncated or forged)", path)
-    return obj
+    return _ShapeOnly(shape, dtype)
 
 
 #: datasets a reader keeps open (most recently read first out last): reopening one costs more than
@@ -130,7 +163,7 @@ class ShardReader:
         self.schema_version = _int_attr(f.attrs, "schema_version", -1, "root", self.path)
         self.provenance = _json_attr(f.attrs, "provenance", "root", self.path)
         self.video_names: list[str] = sorted(f["videos"].keys())
-        self._meta = [self._validate_group(f["videos"].get(n), n) for n in self.video_names]
+        self._meta = [self._validate_group(f["videos"].id, n) for n in self.video_names]
         n_videos = _int_attr(f.attrs, "n_videos", -1, "root", self.path)
         if n_videos != len(self.video_names):
             raise AmodalkitError(
@@ -174,25 +207,26 @@ class ShardReader:
                 raise AmodalkitError("'/videos' must be a group, found a dataset", self.path)
         return self._file
 
-    def _validate_group(self, g: h5py.Group | None, name: str) -> dict:
-        if not isinstance(g, h5py.Group):
-            raise AmodalkitError(f"video {name!r} must be a group, found a {type(g).__name__}", self.path)
-        ids = g.get("visible_ids")
-        if isinstance(ids, h5py.Dataset) and len(ids.shape) == 3 and all(ids.shape[1:]):
-            check_size(*ids.shape[1:], f"video {name!r}: frames", self.path)
-        present = [n for n in ALL_FIELDS if n in REQUIRED_FIELDS or n in g]
-        ds = {n: _dataset(g, n, name, self.path) for n in present}
+    def _validate_group(self, videos: h5g.GroupID, name: str) -> dict:
+        gid = _open_member(videos, name)
+        if not isinstance(gid, h5g.GroupID):
+            raise AmodalkitError(f"video {name!r} must be a group, found a {_kind(gid)}", self.path)
+        members = set(gid)
+        ids = {n: _open_member(gid, n) if n.encode() in members else None for n in ALL_FIELDS}
+        vis = ids["visible_ids"]
+        if isinstance(vis, h5d.DatasetID) and len(vis.shape) == 3 and all(vis.shape[1:]):
+            check_size(*vis.shape[1:], f"video {name!r}: frames", self.path)
+        ds = {n: _dataset(ids[n], n, name, self.path) for n in ALL_FIELDS}
+        missing = next((n for n in REQUIRED_FIELDS if ds[n] is None), None)
+        if missing is not None:
+            raise AmodalkitError(f"video {name!r}: missing dataset {missing!r}", self.path)
+        strings = ds["source_frame_ids"]
         stub = Video(
             name=name,
-            frames=_ShapeOnly(ds["frames"]),
-            visible_ids=_ShapeOnly(ds["visible_ids"]),
-            amodal=_ShapeOnly(ds["amodal"]),
-            amodal_annotated=_ShapeOnly(ds["amodal_annotated"]),
-            presence=_ShapeOnly(ds["presence"]),
-            track_ids=_ShapeOnly(ds["track_ids"]),
-            source_frame_ids=_ShapeOnly(ds["source_frame_ids"], "O"),
-            **{n: _ShapeOnly(ds[n]) for n in OPTIONAL_FIELDS if n in ds},
+            **{n: ds[n] for n in ALL_FIELDS if n != "source_frame_ids"},
+            source_frame_ids=_ShapeOnly(strings.shape, np.dtype("O")),
         )
+        g = h5py.Group(gid)
         _json_attr(g.attrs, "provenance", f"video {name!r}", self.path)
         for fname, (shape, dtypes) in _expected_shapes(stub).items():
             arr = getattr(stub, fname)
@@ -208,7 +242,7 @@ class ShardReader:
             "num_frames": stub.num_frames,
             "num_objects": stub.num_objects,
             "size": stub.size,
-            "fields": tuple(n for n in ALL_FIELDS if n in g),
+            "fields": tuple(n for n in ALL_FIELDS if ds[n] is not None),
             "flow_backend": _str_attr(g.attrs, "flow_backend", "", f"video {name!r}", self.path),
         }
 
@@ -244,7 +278,7 @@ class ShardReader:
         """Shape facts of video `index` without reading its arrays."""
         return self._meta[index]
 
-    def _dataset(self, index: int, name: str) -> h5py.Dataset:
+    def _open_dataset(self, index: int, name: str) -> h5py.Dataset:
         """Dataset `name` of video `index`, from the open ones when it is among them."""
         f = self._handle()
         key = (index, name)
@@ -262,7 +296,7 @@ class ShardReader:
 
     def read_field(self, index: int, name: str, selection: object = ()) -> np.ndarray:
         """Read one dataset (optionally a slice of it) of video `index`."""
-        ds = self._dataset(index, name)
+        ds = self._open_dataset(index, name)
         try:
             data = ds[selection]
         except (OSError, RuntimeError) as exc:
@@ -300,15 +334,6 @@ class ShardReader:
     def __iter__(self) -> Iterator[Video]:
         for i in range(len(self)):
             yield self.read_video(i)
-
-
-class _ShapeOnly:
-    """Shape/dtype view of an h5py dataset, so validation never reads data."""
-
-    def __init__(self, ds: h5py.Dataset, kind: str | None = None) -> None:
-        self.shape = ds.shape
-        self.dtype = np.dtype(kind) if kind else ds.dtype
-        self.ndim = len(ds.shape)
 
 
 def _placeholder(name: str, meta: dict) -> np.ndarray:
