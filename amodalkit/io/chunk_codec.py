@@ -1,22 +1,28 @@
 """How shards chunk and compress their per-frame arrays: the chunk shape rule and the chunk encoder.
 
 Chunks are encoded here, not by HDF5's filter pipeline: each chunk is byte-shuffled exactly as
-HDF5's shuffle filter does (byte planes one after another) and deflated into a zlib stream by
-ISA-L (``isal``), then stored whole with ``write_direct_chunk``. The datasets declare the
-standard deflate + shuffle filters, so any HDF5 reader (a plain ``h5py`` included) decodes
-them; ISA-L's level 1 deflates these arrays 2-3x faster than zlib's and smaller than zlib's
-level 3 (``docs/benchmarks.md``, Chewing Gum generator).
+HDF5's shuffle filter does (byte planes one after another, two vectorised numpy passes) and
+deflated into a zlib stream by Python's ``zlib``, then stored whole with ``write_direct_chunk``.
+The datasets declare the standard deflate + shuffle filters, so any HDF5 reader (a plain
+``h5py`` included) decodes them. ISA-L's deflate (``isal``) wrote 1.7x faster but gave other
+bytes for the same chunk in some worker processes, which breaks byte-identical shards
+(``docs/decisions.md``, Shards).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
-from isal import isal_zlib
 
-#: ISA-L deflate level of every chunk (ISA-L has levels 0-3; 1 is as small as zlib's 3 here)
-DEFLATE_LEVEL = 1
+#: deflate level of every chunk but estimated flow's (zlib's levels 1-3 cost the same here; 3 is smallest)
+DEFLATE_LEVEL = 3
+
+
+#: deflate level of estimated flow, whose low bits are noise even after rounding: level 3 on it took
+#: as much CPU as the DIS calls themselves on Chewing Gum
+ESTIMATED_FLOW_LEVEL = 1
 
 
 #: per-frame fields (frames, visible ids, amodal masks, predictions) hold this many frames per
@@ -51,9 +57,9 @@ def shuffled(block: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block.reshape(-1).view(np.uint8).reshape(-1, size).T).reshape(-1)
 
 
-def encode_chunk(block: np.ndarray) -> bytes:
+def encode_chunk(block: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
     """One chunk as the shard stores it: shuffled, then a zlib stream (the deflate filter's format)."""
-    return isal_zlib.compress(shuffled(block), DEFLATE_LEVEL)
+    return zlib.compress(shuffled(block), level)
 
 
 def chunk_blocks(data: np.ndarray, axis: int, per_chunk: int) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:

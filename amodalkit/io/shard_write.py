@@ -13,7 +13,13 @@ from h5py import h5d, h5o, h5p, h5s, h5t
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import atomic_path
-from amodalkit.io.chunk_codec import DEFLATE_LEVEL, chunk_blocks, encode_chunk, frames_per_chunk
+from amodalkit.io.chunk_codec import (
+    DEFLATE_LEVEL,
+    ESTIMATED_FLOW_LEVEL,
+    chunk_blocks,
+    encode_chunk,
+    frames_per_chunk,
+)
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shards import (
     FLOW_FIELDS,
@@ -63,7 +69,7 @@ def _put(group: h5py.Group, name: str, data: np.ndarray) -> None:
 
 
 def _put_chunked(group: h5py.Group, name: str, data: np.ndarray, axis: int = 0,
-                 windowed: bool = False) -> None:
+                 windowed: bool = False, level: int = DEFLATE_LEVEL) -> None:
     """A per-frame dataset (frames along `axis`), chunked by :func:`frames_per_chunk`, chunks encoded here."""
     data = np.ascontiguousarray(data)
     if not data.size:
@@ -75,11 +81,16 @@ def _put_chunked(group: h5py.Group, name: str, data: np.ndarray, axis: int = 0,
     dcpl = h5p.create(h5p.DATASET_CREATE)
     dcpl.set_chunk(tuple(chunk))
     dcpl.set_shuffle()
-    dcpl.set_deflate(DEFLATE_LEVEL)
+    dcpl.set_deflate(level)
     dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
     ds = _new_dataset(group, name, data, dcpl)
     for offset, block in chunk_blocks(data, axis, per):
-        ds.write_direct_chunk(offset, encode_chunk(block))
+        ds.write_direct_chunk(offset, encode_chunk(block, level))
+
+
+def _flow_level(backend: str) -> int:
+    """Deflate level of a flow: the generator's exact flow compresses well, estimated flow does not."""
+    return DEFLATE_LEVEL if backend == "exact" else ESTIMATED_FLOW_LEVEL
 
 
 def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:
@@ -104,7 +115,8 @@ def _write_video(group: h5py.Group, v: Video) -> None:
     for name in FLOW_FIELDS:
         arr = getattr(v, name)
         if arr is not None:
-            _put_chunked(group, name, _stored_flow(arr, v.flow_backend), windowed=True)
+            _put_chunked(group, name, _stored_flow(arr, v.flow_backend), windowed=True,
+                         level=_flow_level(v.flow_backend))
     if v.object_class is not None:
         _put(group, "object_class", np.asarray(v.object_class, np.int32))
     if v.pred_amodal is not None:
@@ -227,7 +239,7 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
                 pair = flow_of(name, *inputs)
                 for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
                     stored = _checked_flow(flow, reader.meta(i), name, field_name, path, flow_backend)
-                    _put_chunked(group, field_name, stored, windowed=True)
+                    _put_chunked(group, field_name, stored, windowed=True, level=_flow_level(flow_backend))
                 group.attrs["flow_backend"] = flow_backend
         _sync(tmp)
     _sync(path.parent)
