@@ -220,11 +220,10 @@ class ShardReader:
         missing = next((n for n in REQUIRED_FIELDS if ds[n] is None), None)
         if missing is not None:
             raise AmodalkitError(f"video {name!r}: missing dataset {missing!r}", self.path)
-        strings = ds["source_frame_ids"]
         stub = Video(
             name=name,
             **{n: ds[n] for n in ALL_FIELDS if n != "source_frame_ids"},
-            source_frame_ids=_ShapeOnly(strings.shape, np.dtype("O")),
+            source_frame_ids=_ShapeOnly(ds["source_frame_ids"].shape, np.dtype("O")),
         )
         g = h5py.Group(gid)
         _json_attr(g.attrs, "provenance", f"video {name!r}", self.path)
