@@ -12,7 +12,9 @@ Prints:
 * filling a shard with DIS flow (``fill_shard_flow``, what ``amodalkit flow SHARD`` runs per
   shard) against the raw work it cannot avoid: reading every video's frames and DIS both
   ways, in the same process, with ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)``
-  (``--fill-threads``). Rows: the raw work; ``fill_shard_flow``; the same rewrite given the
+  (``--fill-threads``). Rows: the raw work; ``fill_shard_flow``; the same with the new flow
+  deflated by zlib-ng level 1 or by Python's zlib level 1 (the deflater before) in place of
+  libdeflate level 1, to show the choice; the same rewrite given the
   flow ready-made (``replace_flow`` alone: copying the other datasets and encoding the flow);
   and the former whole-shard rewrite (``update_shard``: decode, validate and re-encode every
   dataset). Repeats are interleaved (raw, fill, rewrite, former, raw, ...), each on a fresh
@@ -32,14 +34,17 @@ import shutil
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from zlib_ng import zlib_ng
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
+from amodalkit.io import chunk_codec
 from amodalkit.io.shard_read import ShardReader
 from amodalkit.io.shard_write import replace_flow, update_shard, write_shard
 from amodalkit.io.shards import Video, flow_for_storage
@@ -102,9 +107,22 @@ def fill_paths(shard: Path, work: Path, dis: DISBackend) -> dict[str, Callable[[
         return video.evolve(flow=flow_for_storage(fwd), flow_backward=flow_for_storage(bwd),
                             flow_backend=dis.name)
 
+    def fill_deflated_by(deflater: Callable[[bytes, int], bytes]) -> Callable[[], object]:
+        def fill() -> None:
+            saved = chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library]
+            chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library] = deflater
+            try:
+                fill_shard_flow(work, dis)
+            finally:
+                chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library] = saved
+        return fill
+
     return {
         "read frames + DIS both ways (raw)": raw,
         "fill_shard_flow": lambda: fill_shard_flow(work, dis),
+        "the same, flow by zlib-ng 1": fill_deflated_by(lambda data, level: zlib_ng.compress(data, 1)),
+        "the same, flow by Python's zlib 1 (before)":
+            fill_deflated_by(lambda data, level: zlib.compress(data, 1)),
         "replace_flow, flow ready-made": lambda: replace_flow(work, lambda n, f: ready[n], dis.name),
         "former update_shard rewrite": lambda: update_shard(work, former, {"flow": dis.provenance}),
     }
@@ -117,20 +135,22 @@ def time_fill(shard: Path, repeats: int) -> None:
     shutil.copyfile(shard, work)
     paths = fill_paths(shard, work, dis)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
+    sizes: dict[str, int] = {}
     for _ in range(repeats):
         for name, run in paths.items():
             shutil.copyfile(shard, work)
             w0, c0 = time.perf_counter(), time.process_time()
             run()
             times[name].append((time.perf_counter() - w0, time.process_time() - c0))
+            sizes[name] = work.stat().st_size
     base = [statistics.median(t[i] for t in times[next(iter(paths))]) for i in (0, 1)]
     print(f"  {'':36s} {'wall min':>9s} {'median':>8s} {'CPU min':>8s} {'median':>8s} "
-          f"{'wall / raw':>10s} {'CPU / raw':>10s}")
+          f"{'wall / raw':>10s} {'CPU / raw':>10s} {'MB after':>9s}")
     for name, ts in times.items():
         wall, cpu = [t[0] for t in ts], [t[1] for t in ts]
         print(f"  {name:36s} {min(wall):9.3f} {statistics.median(wall):8.3f} {min(cpu):8.3f} "
               f"{statistics.median(cpu):8.3f} {statistics.median(wall) / base[0]:10.2f} "
-              f"{statistics.median(cpu) / base[1]:10.2f}")
+              f"{statistics.median(cpu) / base[1]:10.2f} {sizes[name] / 1e6:9.1f}")
 
 
 def fill_section(args: argparse.Namespace) -> None:

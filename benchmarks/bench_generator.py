@@ -365,7 +365,7 @@ def layouts(n: int, repeats: int, tmp: Path) -> None:
     cfg = cg.make_config("savos2022")
     videos = [cg.generate_video(cfg, cg.video_seed(0, "train", i), f"{i:06d}") for i in range(n)]
     variants: dict[str, Callable[[h5py.Group, Video], None] | None] = {
-        "write_shard (shipped: zlib 3, 4 frames/chunk)": None,
+        "write_shard (shipped: zlib-ng 1, exact flow zlib-ng 2, 4 frames/chunk)": None,
         "same via h5py: gzip-4 + shuffle": _layout_writer("gzip", 4),
         "gzip-3 + shuffle": _layout_writer("gzip", 3),
         "gzip-4 + shuffle, amodal (K,1,H,W)": _layout_writer("gzip", 4, "frame"),

@@ -5,10 +5,12 @@
 The same savos2022 videos are written by ``write_shard`` with ``FRAMES_PER_CHUNK`` set to 1, 2,
 4 (shipped), 8 and 40 (whole video) for frames, visible ids and amodal masks (flow is always
 as many frames as fit in 1 MiB: whole video here), and by the former layout (h5py's own gzip
-level 3 + shuffle, one frame per chunk). Rows interleave (order rotating every repeat); CPU
-is ``time.process_time`` per video, one compute thread. Every file is read back with h5py and
-compared with the videos (``bench_generator._read_back``), then timed with ``ShardReader``
-(and, on the former layout, also as the reader read before it kept datasets open):
+level 3 + shuffle, one frame per chunk), and at 4 frames per chunk with Python's zlib level 3
+in place of zlib-ng (the deflater before, for per-frame fields and exact flow alike). Rows
+interleave (order rotating every repeat); CPU is ``time.process_time`` per video, one compute
+thread. Every file is read back with h5py and compared with the videos
+(``bench_generator._read_back``), then timed with ``ShardReader`` (and, on the former layout,
+also as the reader read before it kept datasets open):
 random single-object-frame reads (frames, visible ids and one amodal mask of a random frame,
 as the per-frame baselines' loader does) and whole-video reads of the five per-frame fields.
 """
@@ -20,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +51,21 @@ def shipped_writer(per_chunk: int) -> Callable[[Path, list[Video]], None]:
             write_shard(path, videos)
         finally:
             chunk_codec.FRAMES_PER_CHUNK = saved
+
+    return write
+
+
+def deflater_writer(library: str,
+                    deflater: Callable[[bytes, int], bytes]) -> Callable[[Path, list[Video]], None]:
+    """``write_shard`` with `deflater` in place of ``chunk_codec.DEFLATERS[library]`` for the call."""
+
+    def write(path: Path, videos: list[Video]) -> None:
+        saved = chunk_codec.DEFLATERS[library]
+        chunk_codec.DEFLATERS[library] = deflater
+        try:
+            write_shard(path, videos)
+        finally:
+            chunk_codec.DEFLATERS[library] = saved
 
     return write
 
@@ -101,6 +119,8 @@ def main() -> None:
         "former: h5py gzip 3, 1 frame/chunk": lambda path, vs: write_layout(path, vs, former),
         **{f"write_shard, {n} frames/chunk{' (shipped)' if n == chunk_codec.FRAMES_PER_CHUNK else ''}":
            shipped_writer(n) for n in (1, 2, 4, 8, 40)},
+        "write_shard, 4 frames/chunk, Python's zlib 3 (before)":
+            deflater_writer("zlib-ng", lambda data, level: zlib.compress(data, 3)),
     }
     names = list(rows)
     cpu: dict[str, list[float]] = {name: [] for name in names}

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from h5py import h5d, h5o, h5p, h5s, h5t
+from h5py import h5a, h5d, h5g, h5o, h5p, h5s, h5t
 
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.atomic import atomic_path
 from amodalkit.io.chunk_codec import (
-    DEFLATE_LEVEL,
-    ESTIMATED_FLOW_LEVEL,
+    ESTIMATED_FLOW,
+    EXACT_FLOW,
+    PER_FRAME,
+    Deflate,
     chunk_blocks,
     encode_chunk,
     frames_per_chunk,
@@ -51,6 +53,22 @@ def _type(dtype: np.dtype) -> h5t.TypeID:
     return _TYPES[dtype]
 
 
+_STR = h5py.string_dtype()
+_STR_FILE_TYPE = h5t.py_create(_STR, logical=True)  # variable-length UTF-8, as h5py's attrs store a str
+_STR_MEMORY_TYPE = h5t.py_create(_STR)
+
+
+def _put_str_attr(oid: h5g.GroupID, name: str, value: str) -> None:
+    """A str attribute in h5py's own layout, through the low-level API (a third of ``attrs[...] = ...``)."""
+    attr = h5a.create(oid, name.encode(), _STR_FILE_TYPE, h5s.create_simple(()))
+    attr.write(np.asarray(value, dtype=_STR), mtype=_STR_MEMORY_TYPE)
+
+
+def _new_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A new member group (the low-level call, without the high-level checks)."""
+    return h5py.Group(h5g.create(parent.id, name.encode()))
+
+
 def _new_dataset(group: h5py.Group, name: str, data: np.ndarray, dcpl: h5p.PropDCID) -> h5d.DatasetID:
     """The one dataset creation of amodalkit (no timestamps, so equal arrays give equal bytes)."""
     dcpl.set_obj_track_times(False)
@@ -68,8 +86,25 @@ def _put(group: h5py.Group, name: str, data: np.ndarray) -> None:
         ds.write(h5s.ALL, h5s.ALL, data, mtype=_type(data.dtype))
 
 
+_CHUNKED_DCPLS: dict[tuple[tuple[int, ...], int], h5p.PropDCID] = {}
+
+
+def _chunked_dcpl(chunk: tuple[int, ...], level: int) -> h5p.PropDCID:
+    """Creation properties of a chunked dataset (shuffle + deflate declared), built once per chunk shape."""
+    key = (chunk, level)
+    if key not in _CHUNKED_DCPLS:
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunk)
+        dcpl.set_shuffle()
+        dcpl.set_deflate(level)
+        dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+        dcpl.set_obj_track_times(False)
+        _CHUNKED_DCPLS[key] = dcpl
+    return _CHUNKED_DCPLS[key]
+
+
 def _put_chunked(group: h5py.Group, name: str, data: np.ndarray, axis: int = 0,
-                 windowed: bool = False, level: int = DEFLATE_LEVEL) -> None:
+                 windowed: bool = False, how: Deflate = PER_FRAME) -> None:
     """A per-frame dataset (frames along `axis`), chunked by :func:`frames_per_chunk`, chunks encoded here."""
     data = np.ascontiguousarray(data)
     if not data.size:
@@ -78,19 +113,14 @@ def _put_chunked(group: h5py.Group, name: str, data: np.ndarray, axis: int = 0,
     per = frames_per_chunk(data.nbytes // data.shape[axis], data.shape[axis], windowed)
     chunk = list(data.shape)
     chunk[axis] = per
-    dcpl = h5p.create(h5p.DATASET_CREATE)
-    dcpl.set_chunk(tuple(chunk))
-    dcpl.set_shuffle()
-    dcpl.set_deflate(level)
-    dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
-    ds = _new_dataset(group, name, data, dcpl)
+    ds = _new_dataset(group, name, data, _chunked_dcpl(tuple(chunk), how.level))
     for offset, block in chunk_blocks(data, axis, per):
-        ds.write_direct_chunk(offset, encode_chunk(block, level))
+        ds.write_direct_chunk(offset, encode_chunk(block, how))
 
 
-def _flow_level(backend: str) -> int:
-    """Deflate level of a flow: the generator's exact flow compresses well, estimated flow does not."""
-    return DEFLATE_LEVEL if backend == "exact" else ESTIMATED_FLOW_LEVEL
+def _flow_deflate(backend: str) -> Deflate:
+    """How a flow is deflated: the generator's exact flow compresses well, estimated flow does not."""
+    return EXACT_FLOW if backend == "exact" else ESTIMATED_FLOW
 
 
 def _stored_flow(flow: np.ndarray, backend: str) -> np.ndarray:
@@ -116,13 +146,13 @@ def _write_video(group: h5py.Group, v: Video) -> None:
         arr = getattr(v, name)
         if arr is not None:
             _put_chunked(group, name, _stored_flow(arr, v.flow_backend), windowed=True,
-                         level=_flow_level(v.flow_backend))
+                         how=_flow_deflate(v.flow_backend))
     if v.object_class is not None:
         _put(group, "object_class", np.asarray(v.object_class, np.int32))
     if v.pred_amodal is not None:
         _put_chunked(group, "pred_amodal", v.pred_amodal.astype(np.uint8, copy=False), axis=1)
-    group.attrs["provenance"] = json.dumps(v.provenance, sort_keys=True)
-    group.attrs["flow_backend"] = v.flow_backend
+    _put_str_attr(group.id, "provenance", json.dumps(v.provenance, sort_keys=True))
+    _put_str_attr(group.id, "flow_backend", v.flow_backend)
 
 
 def write_shard(path: str | Path, videos: Iterable[Video], provenance: dict | None = None) -> Path:
@@ -134,14 +164,14 @@ def write_shard(path: str | Path, videos: Iterable[Video], provenance: dict | No
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
             root = f.create_group("videos")
-            n = 0
+            names: set[str] = set()
             for v in videos:
                 validate_video(v, path)
-                if v.name in root:
+                if v.name in names:
                     raise AmodalkitError(f"duplicate video name {v.name!r}", path)
-                _write_video(root.create_group(v.name), v)
-                n += 1
-            f.attrs["n_videos"] = n
+                names.add(v.name)
+                _write_video(_new_group(root, v.name), v)
+            f.attrs["n_videos"] = len(names)
     return path
 
 
@@ -156,10 +186,18 @@ def update_shard(path: str | Path, transform: Callable[[Video], Video],
         return write_shard(path, videos, prov)
 
 
-def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
-    """Every attribute of `src` onto `dst`, with its stored type."""
+def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject, skip: tuple[str, ...] = ()) -> None:
+    """Every attribute of `src` but `skip` onto `dst`, with its stored type (str ones low-level)."""
     for key in src.attrs:
-        dst.attrs.create(key, src.attrs[key], dtype=src.attrs.get_id(key).dtype)
+        if key in skip:
+            continue
+        attr = h5a.open(src.id, key.encode())
+        if attr.shape == () and attr.get_type() == _STR_FILE_TYPE:
+            value = np.empty((), dtype=_STR)
+            attr.read(value, mtype=_STR_MEMORY_TYPE)
+            _put_str_attr(dst.id, key, value[()])
+        else:
+            dst.attrs.create(key, src.attrs[key], dtype=attr.dtype)
 
 
 def _copy_member(source: h5py.Group, group: h5py.Group, member: str, path: Path) -> None:
@@ -228,8 +266,8 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
                                                  sort_keys=True)
             videos = dst.create_group("videos")
             for i, name in enumerate(reader.video_names):
-                source, group = src["videos"][name], videos.create_group(name)
-                _copy_attrs(source, group)
+                source, group = src["videos"][name], _new_group(videos, name)
+                _copy_attrs(source, group, skip=("flow_backend",))
                 for member in source:
                     if member not in FLOW_FIELDS:
                         _copy_member(source, group, member, path)
@@ -239,8 +277,8 @@ def replace_flow(path: str | Path, flow_of: Callable[..., tuple[np.ndarray, np.n
                 pair = flow_of(name, *inputs)
                 for field_name, flow in zip(FLOW_FIELDS, pair, strict=True):
                     stored = _checked_flow(flow, reader.meta(i), name, field_name, path, flow_backend)
-                    _put_chunked(group, field_name, stored, windowed=True, level=_flow_level(flow_backend))
-                group.attrs["flow_backend"] = flow_backend
+                    _put_chunked(group, field_name, stored, windowed=True, how=_flow_deflate(flow_backend))
+                _put_str_attr(group.id, "flow_backend", flow_backend)
         _sync(tmp)
     _sync(path.parent)
     return path

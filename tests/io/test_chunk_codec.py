@@ -12,7 +12,11 @@ from hypothesis.extra.numpy import arrays
 
 from amodalkit.io.chunk_codec import (
     CHUNK_BYTES,
+    ESTIMATED_FLOW,
+    EXACT_FLOW,
     FRAMES_PER_CHUNK,
+    PER_FRAME,
+    Deflate,
     chunk_blocks,
     encode_chunk,
     frames_per_chunk,
@@ -20,6 +24,7 @@ from amodalkit.io.chunk_codec import (
 )
 
 DTYPES = st.sampled_from([np.uint8, np.bool_, np.uint16, np.float16, np.int32, np.int64])
+KINDS = (PER_FRAME, EXACT_FLOW, ESTIMATED_FLOW)
 
 
 @settings(max_examples=60, deadline=None)
@@ -31,9 +36,9 @@ def test_shuffled_is_byte_planes(data: st.DataObject, dtype: type) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), dtype=DTYPES, per=st.integers(1, 5))
+@given(data=st.data(), dtype=DTYPES, per=st.integers(1, 5), how=st.sampled_from(KINDS))
 def test_direct_chunks_decode_through_hdf5_filters(tmp_path_factory: object, data: st.DataObject,
-                                                   dtype: type, per: int) -> None:
+                                                   dtype: type, per: int, how: Deflate) -> None:
     arr = data.draw(arrays(dtype, st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(1, 3))))
     path = Path(tmp_path_factory.mktemp("codec")) / "a.h5"  # type: ignore[attr-defined]
     per = min(per, arr.shape[0])
@@ -42,10 +47,34 @@ def test_direct_chunks_decode_through_hdf5_filters(tmp_path_factory: object, dat
                               compression="gzip", shuffle=True)
         for offset, block in chunk_blocks(arr, 0, per):
             assert block.shape == (per, *arr.shape[1:])
-            ds.id.write_direct_chunk(offset, encode_chunk(block))
+            ds.id.write_direct_chunk(offset, encode_chunk(block, how))
     with h5py.File(path) as f:
         got = f["x"][()]
     np.testing.assert_array_equal(got.view(np.uint8), arr.view(np.uint8))  # bit for bit (NaN payloads too)
+
+
+def _encoded_digest(seed: int) -> str:
+    """sha256 of every kind's chunks of fixed pseudo-random flow-like and mask-like blocks."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    blocks = [np.round(rng.normal(0, 3, (8, 50, 56, 2)) * 32).astype(np.float16) / 32,
+              rng.integers(0, 3, (4, 50, 56), dtype=np.uint16), rng.random((4, 50, 56)) < 0.2]
+    digest = hashlib.sha256()
+    for how in KINDS:
+        for block in blocks:
+            digest.update(encode_chunk(block, how))
+    return digest.hexdigest()
+
+
+def test_every_deflater_gives_the_same_bytes_in_other_processes() -> None:
+    """Byte-identical shards need the same chunk bytes in every worker (ISA-L failed this)."""
+    import multiprocessing
+
+    here = _encoded_digest(0)
+    for method in ("spawn", "fork"):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            assert set(pool.map(_encoded_digest, [0] * 4)) == {here}, method
 
 
 def test_frames_per_chunk_rule() -> None:

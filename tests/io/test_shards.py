@@ -455,3 +455,7 @@ def test_flow_casts_equal_numpy_on_every_float16_and_random_float32_bits() -> No
     readonly = singles.copy()
     readonly.flags.writeable = False
     assert _same_values(flow_for_storage(readonly), _numpy_flow_for_storage(readonly))
+    assert _same_values(quantized_flow(readonly), _numpy_quantized_flow(readonly))
+    given = singles.copy()
+    quantized_flow(given)
+    assert np.array_equal(given.view(np.uint32), floats), "quantized_flow changed its input"
