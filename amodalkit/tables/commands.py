@@ -39,6 +39,10 @@ def benchmark_command(cfg: BenchmarkConfig) -> str:
     parts += ["--protocol", cfg.protocol]
     if cfg.flow:
         parts += ["--flow", cfg.flow]
+    if cfg.flow_checkpoint:
+        parts += ["--flow-checkpoint", cfg.flow_checkpoint]
+    if cfg.jobs != 1:  # trainings at once set each one's threads (cores // jobs), which can move its numbers
+        parts += ["--jobs", str(cfg.jobs)]
     return shlex.join(parts)
 
 

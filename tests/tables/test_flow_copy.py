@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from amodalkit.io.shard_read import ShardReader
@@ -30,6 +31,9 @@ def test_flow_copy_fills_every_split_and_leaves_the_data_alone(cg_savos: Path, t
     assert (copy / names[0]).stat().st_mtime_ns == stamp
     command = benchmark_command(cfg)
     assert "--protocol strict" in command and "--flow rigid:zero" in command
+    assert "--jobs" not in command and "--flow-checkpoint" not in command
+    parallel = benchmark_command(replace(cfg, jobs=2, flow="flownet2", flow_checkpoint="w/FlowNet2.pth.tar"))
+    assert "--jobs 2" in parallel and "--flow flownet2 --flow-checkpoint w/FlowNet2.pth.tar" in parallel
     savos = next(r for r in plan_rows(cfg) if r.method == "savos")
     commands = row_commands(cfg, savos, 3)
     assert str(copy / "train-*.h5") in commands["train"]
