@@ -175,6 +175,8 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="Length of the cosine schedule when it differs from --epochs (0 = --epochs).")
 @click.option("--ema", default=0.0, show_default=True, type=float,
               help="Validate and save a moving average of the weights with this decay per step (0 = off).")
+@click.option("--grad-clip", default=0.0, show_default=True, type=float,
+              help="Clip each step's gradient norm over all weights to this (0 = off).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--seeds", default=None,
               help="Comma-separated seeds: one run per seed in OUT/seed-N; OUT/seeds.json holds the spread.")
@@ -230,17 +232,16 @@ def evaluate(method: str | None, model: str | None, checkpoint: str | None, data
               help="Stop after this many optimizer steps in all (0 = no cap; the last epoch still saves).")
 def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, epochs: int, batch_size: int,
           lr: float, lr_schedule: str, lr_step_epochs: int, lr_gamma: float, schedule_epochs: int, ema: float,
-          seed: int, seeds: str | None, device: str, workers: int, threads: int, precision: str,
-          deterministic: bool, resume: bool, quiet: bool, preset: str, select_by: str, clips_per_object: int,
-          clip_stride: int, max_steps: int, **model_options: object) -> None:
+          grad_clip: float, seed: int, seeds: str | None, device: str, workers: int, threads: int,
+          precision: str, deterministic: bool, resume: bool, quiet: bool, preset: str, select_by: str,
+          clips_per_object: int, clip_stride: int, max_steps: int, **model_options: object) -> None:
     """Train SaVos or a per-frame baseline; keeps best/last checkpoints in --out.
 
     SaVos and deocclusion are self-supervised (no amodal label is read, not even on --val,
     unless --select-by val_amodal_iou, which --preset official sets, picks the checkpoint on
     it); unet is the supervised oracle and reads the amodal ground truth of --data and --val.
     The per-frame models take --crop, --channels, --enlarge and --no-image; every model takes
-    --ema, --max-steps, --precision and torchrun.
-    """
+    --ema, --grad-clip, --max-steps, --precision and torchrun."""
     from amodalkit.device import dist_info
     from amodalkit.engine import TrainConfig, train_model
     from amodalkit.io.paths import expand_inputs, refuse_overwrite
@@ -261,8 +262,9 @@ def train(model: str, data: tuple[str, ...], val: tuple[str, ...], out: Path, ep
             "clips_per_object": clips_per_object, "clip_stride": clip_stride}
     loop |= _preset_loop_defaults(spec.config, preset)
     cfg = TrainConfig(data=list(data), val=list(val), out=str(out), schedule_epochs=schedule_epochs, ema=ema,
-                      seed=seed, device=device, workers=workers, threads=threads, precision=precision,
-                      max_steps=max_steps, deterministic=deterministic, resume=resume, quiet=quiet, **loop)
+                      grad_clip=grad_clip, seed=seed, device=device, workers=workers, threads=threads,
+                      precision=precision, max_steps=max_steps, deterministic=deterministic, resume=resume,
+                      quiet=quiet, **loop)
     cfg.validate()
     model_cfg = spec.build_config(preset=preset, clip_stride=cfg.clip_stride, **model_options)
     if cfg.select_by == "val_amodal_iou":

@@ -82,6 +82,7 @@ class TrainConfig:
     select_by: str = "loss"
     clips_per_object: int = 0
     ema: float = 0.0
+    grad_clip: float = 0.0
     max_steps: int = 0
     deterministic: bool = False
     resume: bool = False
@@ -97,6 +98,8 @@ class TrainConfig:
             raise AmodalkitError(f"--ema must be a decay in [0, 1) (0 = off), got {self.ema}")
         if self.max_steps < 0:
             raise AmodalkitError("--max-steps must be 0 (no cap) or positive")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise AmodalkitError(f"--grad-clip must be 0 (off) or a positive norm, got {self.grad_clip}")
         if self.lr_schedule not in ("constant", "cosine", "step"):
             raise AmodalkitError(f"--lr-schedule must be constant, cosine or step, got {self.lr_schedule!r}")
         if self.lr_step_epochs < 1 or not 0 < self.lr_gamma <= 1 or self.clips_per_object < 0:
@@ -265,13 +268,17 @@ class Trainer:
 
     def _optimize(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
+        scaler = self.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if self.cfg.grad_clip:
+            if scaler is not None:
+                scaler.unscale_(self.opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)  # no host sync
+        if scaler is None:
             self.opt.step()
         else:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            scaler.step(self.opt)
+            scaler.update()
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training set (or up to a stop); mean losses over all ranks and item count."""

@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from amodalkit.device import DistInfo, accumulator_dtype, all_reduce_sum, resolve_device
 from amodalkit.engine import TimeBudget, TrainConfig, Trainer, make_task, train_model
-from amodalkit.engine.hooks import WeightAverage
+from amodalkit.engine.hooks import Hook, WeightAverage
 from amodalkit.errors import AmodalkitError
 from amodalkit.io.checkpoint import read_checkpoint
 from amodalkit.models.baselines.deocclusion import DeocclusionConfig
@@ -82,7 +82,8 @@ def test_reduction_helper_keeps_the_device() -> None:
 def test_no_host_sync_inside_the_epoch(cg_savos: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
-    trainer = Trainer(_cfg(cg_savos, tmp_path / "run", batch_size=4, ema=0.9), make_task("savos", SAVOS))
+    trainer = Trainer(_cfg(cg_savos, tmp_path / "run", batch_size=4, ema=0.9, grad_clip=1.0),
+                      make_task("savos", SAVOS))
     calls: list[str] = []
     for name in ("item", "tolist", "__float__", "__int__"):
         real = getattr(torch.Tensor, name)
@@ -225,3 +226,32 @@ def test_ddp_gloo_two_processes_framewise(model: str, cg_savos: Path, tmp_path: 
     assert [r["epoch"] for r in log] == [1, 2]
     assert log[0]["train_items_per_s"] > 0 and log[1]["steps"] == 2 * log[0]["steps"]
     assert read_checkpoint(run_dir / "best.safetensors").model == model
+
+
+class _GradNorms(Hook):
+    """The total gradient norm each step left behind (grads stay until the next step zeroes them)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def after_step(self, trainer: Trainer) -> None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        per_tensor = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+        self.norms.append(float(torch.linalg.vector_norm(per_tensor)))
+
+
+def test_grad_clip_bounds_every_step_s_gradient_norm(cg_savos: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    free, clipped = _GradNorms(), _GradNorms()
+    Trainer(_cfg(cg_savos, tmp_path / "free", batch_size=4, max_steps=3), make_task("savos", SAVOS),
+            hooks=[free]).fit()
+    clip = min(free.norms) / 10
+    Trainer(_cfg(cg_savos, tmp_path / "clipped", batch_size=4, max_steps=3, grad_clip=clip),
+            make_task("savos", SAVOS), hooks=[clipped]).fit()
+    assert len(clipped.norms) == 3 and all(n <= clip * (1 + 1e-4) for n in clipped.norms)
+    assert all(n > clip for n in free.norms)
+    saved = json.loads((tmp_path / "clipped" / "config.json").read_text())
+    assert saved["train"]["grad_clip"] == clip
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(AmodalkitError, match="--grad-clip"):
+            _cfg(cg_savos, tmp_path / "bad", grad_clip=bad).validate()
