@@ -282,6 +282,31 @@ def test_shipped_savos_model_reproduces_its_registered_numbers(monkeypatch: pyte
         assert abs(result[key] - metrics[f"first_100_{key}"]) < 0.005, (key, result[key])
 
 
+def test_shipped_estimated_flow_model_reproduces_its_registered_numbers(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """The estimated-flow model on the first 100 seed-23 test videos filled with its own flow backend."""
+    import torch
+
+    from amodalkit.datasets.chewing_gum import generate_dataset, make_config
+    from amodalkit.evaluation.evaluate import evaluate_method
+    from amodalkit.io.shards import expand_shard_paths
+    from amodalkit.preprocess.flow.backends import get_flow_backend
+    from amodalkit.preprocess.flow.stage import fill_shards_flow
+
+    monkeypatch.delenv("AMODALKIT_ZOO_REGISTRY", raising=False)
+    monkeypatch.setenv("AMODALKIT_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    entry = zoo.get_entry("savos-chewing-gum-rigid")
+    assert entry.flow == "rigid:layers"
+    generate_dataset(tmp_path / "cg", make_config("savos2022"), {"test": 100}, seed=23, quiet=True)
+    paths = expand_shard_paths(str(tmp_path / "cg"))
+    fill_shards_flow(paths, get_flow_backend(entry.flow), quiet=True)
+    result = evaluate_method(zoo.load(entry.name), paths, quiet=True, protocol=entry.metrics["protocol"])
+    assert result["n_videos"] == 100 and result["flow"] == entry.flow
+    for key in ("frame_miou_full", "frame_miou_occluded"):
+        assert abs(result[key] - entry.metrics[f"first_100_{key}"]) < 0.005, (key, result[key])
+
+
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [("size", "big", "field 'size' must be an integer"), ("size", -5, "negative size"),
