@@ -169,6 +169,9 @@ def write_shard(path: str | Path, videos: Iterable[Video], provenance: dict | No
                 validate_video(v, path)
                 if v.name in names:
                     raise AmodalkitError(f"duplicate video name {v.name!r}", path)
+                if not v.name or "/" in v.name or v.name == ".":
+                    raise AmodalkitError(f"video name {v.name!r} cannot name an HDF5 group "
+                                         "(empty, '.' or with '/')", path)
                 names.add(v.name)
                 _write_video(_new_group(root, v.name), v)
             f.attrs["n_videos"] = len(names)

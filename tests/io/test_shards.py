@@ -459,3 +459,15 @@ def test_flow_casts_equal_numpy_on_every_float16_and_random_float32_bits() -> No
     given = singles.copy()
     quantized_flow(given)
     assert np.array_equal(given.view(np.uint32), floats), "quantized_flow changed its input"
+
+
+@pytest.mark.parametrize(("names", "needle"), [(["a", "a"], "duplicate video name 'a'"),
+                                               (["a/b"], "cannot name an HDF5 group"),
+                                               ([""], "cannot name an HDF5 group"),
+                                               (["."], "cannot name an HDF5 group")])
+def test_unusable_video_names_are_clear_errors_and_leave_nothing(tmp_path: Path, names: list[str],
+                                                                 needle: str) -> None:
+    with pytest.raises(AmodalkitError, match=needle) as info:
+        write_shard(tmp_path / "a.h5", [make_video(n) for n in names])
+    assert "a.h5" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
