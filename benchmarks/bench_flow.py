@@ -41,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from bench_shard_layout import swapped_deflater
 from zlib_ng import zlib_ng
 
 from amodalkit.datasets.chewing_gum import generate_video, make_config, video_seed
@@ -109,12 +110,8 @@ def fill_paths(shard: Path, work: Path, dis: DISBackend) -> dict[str, Callable[[
 
     def fill_deflated_by(deflater: Callable[[bytes, int], bytes]) -> Callable[[], object]:
         def fill() -> None:
-            saved = chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library]
-            chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library] = deflater
-            try:
+            with swapped_deflater(chunk_codec.ESTIMATED_FLOW.library, deflater):
                 fill_shard_flow(work, dis)
-            finally:
-                chunk_codec.DEFLATERS[chunk_codec.ESTIMATED_FLOW.library] = saved
         return fill
 
     return {

@@ -6,7 +6,8 @@ The same savos2022 videos are written by ``write_shard`` with ``FRAMES_PER_CHUNK
 4 (shipped), 8 and 40 (whole video) for frames, visible ids and amodal masks (flow is always
 as many frames as fit in 1 MiB: whole video here), and by the former layout (h5py's own gzip
 level 3 + shuffle, one frame per chunk), and at 4 frames per chunk with Python's zlib level 3
-in place of zlib-ng (the deflater before, for per-frame fields and exact flow alike). Rows
+in place of zlib-ng (the deflater before, for per-frame fields and exact flow alike) and with
+exact flow at zlib-ng level 1 like the per-frame fields (to show its level 2). Rows
 interleave (order rotating every repeat); CPU is ``time.process_time`` per video, one compute
 thread. Every file is read back with h5py and compared with the videos
 (``bench_generator._read_back``), then timed with ``ShardReader`` (and, on the former layout,
@@ -23,7 +24,8 @@ import statistics
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,7 @@ import h5py
 import numpy as np
 from bench_generator import _layout_writer, _read_back, write_layout
 from machine import cpu_name
+from zlib_ng import zlib_ng
 
 from amodalkit.datasets import chewing_gum as cg
 from amodalkit.io import chunk_codec
@@ -55,17 +58,24 @@ def shipped_writer(per_chunk: int) -> Callable[[Path, list[Video]], None]:
     return write
 
 
+@contextmanager
+def swapped_deflater(library: str, deflater: Callable[[bytes, int], bytes]) -> Iterator[None]:
+    """`deflater` in place of ``chunk_codec.DEFLATERS[library]`` inside the block."""
+    saved = chunk_codec.DEFLATERS[library]
+    chunk_codec.DEFLATERS[library] = deflater
+    try:
+        yield
+    finally:
+        chunk_codec.DEFLATERS[library] = saved
+
+
 def deflater_writer(library: str,
                     deflater: Callable[[bytes, int], bytes]) -> Callable[[Path, list[Video]], None]:
     """``write_shard`` with `deflater` in place of ``chunk_codec.DEFLATERS[library]`` for the call."""
 
     def write(path: Path, videos: list[Video]) -> None:
-        saved = chunk_codec.DEFLATERS[library]
-        chunk_codec.DEFLATERS[library] = deflater
-        try:
+        with swapped_deflater(library, deflater):
             write_shard(path, videos)
-        finally:
-            chunk_codec.DEFLATERS[library] = saved
 
     return write
 
@@ -121,6 +131,8 @@ def main() -> None:
            shipped_writer(n) for n in (1, 2, 4, 8, 40)},
         "write_shard, 4 frames/chunk, Python's zlib 3 (before)":
             deflater_writer("zlib-ng", lambda data, level: zlib.compress(data, 3)),
+        "write_shard, 4 frames/chunk, exact flow at zlib-ng 1 (not 2)":
+            deflater_writer("zlib-ng", lambda data, level: zlib_ng.compress(data, 1)),
     }
     names = list(rows)
     cpu: dict[str, list[float]] = {name: [] for name in names}

@@ -158,11 +158,7 @@ def quantized_flow(flow: np.ndarray) -> np.ndarray:
     """
     import torch
 
-    arr = np.asarray(flow)
-    if arr.dtype not in (np.float16, np.float32):
-        arr = _cast(arr, np.float32)
-    steps = torch.from_numpy(np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr))
-    steps = steps.to(torch.float32, copy=True)  # a new tensor: the caller's array stays
+    steps = torch.from_numpy(_cast(flow, np.float32))  # a new array: the caller's stays
     return steps.mul_(1 / FLOW_QUANTUM).round_().mul_(FLOW_QUANTUM).to(torch.float16).numpy()
 
 
